@@ -1,0 +1,275 @@
+"""`VAE`: a Keras 3 model that trains a variational autoencoder with `fit`.
+
+The model wires four parts, each replaceable:
+
+```none
+x --encoder--> params --posterior--> q(z|x) --sample--> z --decoder--> params --likelihood--> p(x|z)
+                                     prior: p(z)
+```
+
+`train_step` maximises the ELBO (or the IWAE bound L_k) computed by `keras_vae.bounds`;
+`fit` and `evaluate` report per-example `loss`, `elbo`, `reconstruction` and `kl` in nats.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vae import bounds, distributions, networks
+
+_TERMS = ("elbo", "reconstruction", "kl")
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class VAE(keras.Model):
+    """Variational autoencoder trained on the ELBO or the importance-weighted bound.
+
+    ```none
+    ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z))     loss = -(reconstruction - beta * kl)
+    ```
+
+    Args:
+        encoder: Keras model, x -> posterior parameters.
+        decoder: Keras model, z [B, L] -> likelihood parameters shaped like x.
+        posterior: a layer mapping encoder outputs to q(z|x), e.g. `GaussianPosterior`.
+        likelihood: a layer mapping decoder outputs to p(x|z), e.g. `BernoulliLikelihood`.
+        prior: a layer with `distribution()` giving p(z); default `StandardNormalPrior`.
+        beta: weight on the KL term (beta-VAE); 1 is the true ELBO.
+        num_samples: z samples per example in each training and evaluation step.
+        objective: `"elbo"` (average over samples) or `"iwae"` (Burda et al.'s L_k).
+        analytic_kl: closed-form KL where TFP registers one, else a Monte Carlo estimate.
+        seed: integer seed for the z samples drawn in `train_step` and `test_step`.
+
+    Example:
+
+    ```python
+    model = keras_vae.mlp_vae(input_shape=(8, 8, 1), latent_dim=2, hidden_units=(64,))
+    model.compile(optimizer="adam")
+    model.fit(x_train, epochs=10, validation_data=(x_val,))
+    x_hat = model.predict(x_val)            # reconstruction means
+    ```
+    """
+
+    def __init__(self, encoder, decoder, posterior, likelihood, prior=None, beta=1.0, num_samples=1,
+                 objective="elbo", analytic_kl=True, seed=None, **kwargs):
+        if not beta >= 0:
+            raise ValueError(f"`beta` must be >= 0. Received: beta={beta!r}")
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"`num_samples` must be a positive integer. Received: num_samples={num_samples!r}")
+        if objective not in bounds.OBJECTIVES:
+            raise ValueError(f"`objective` must be one of {bounds.OBJECTIVES}. Received: objective={objective!r}")
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.posterior = posterior
+        self.likelihood = likelihood
+        self.prior = prior if prior is not None else distributions.StandardNormalPrior(posterior.latent_dim)
+        self.beta = float(beta)
+        self.num_samples = num_samples
+        self.objective = objective
+        self.analytic_kl = bool(analytic_kl)
+        self.seed = seed
+        self._seed_generator = keras.random.SeedGenerator(seed)
+        # The KL weight in use: beta, or less during a KL warm-up (see `KLWarmup`).
+        self.kl_weight = self.add_weight(
+            name="kl_weight", shape=(), initializer=keras.initializers.Constant(self.beta),
+            trainable=False, dtype="float32",
+        )
+        names = ("loss",) + _TERMS + (("iwae_bound",) if objective == "iwae" else ())
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    @property
+    def input_event_shape(self):
+        """Shape of one example x, as the encoder expects it."""
+        return tuple(self.encoder.inputs[0].shape[1:])
+
+    @property
+    def latent_dim(self):
+        return self.posterior.latent_dim
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    # ------------------------------------------------------------------ the model
+    def encode(self, x):
+        """q(z|x) for a batch of x: a `tfd.Distribution` with batch shape [B]."""
+        return self.posterior(self.encoder(self._check_shape(x)))
+
+    def decode(self, z):
+        """p(x|z) for z of shape [..., L]: batch shape z.shape[:-1], event shape x's."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        sample_shape = tf.shape(z)[:-1]
+        params = self.decoder(tf.reshape(z, [-1, self.latent_dim]))
+        params = tf.reshape(params, tf.concat([sample_shape, tf.shape(params)[1:]], axis=0))
+        return self.likelihood(params)
+
+    def call(self, x, training=False):
+        """Reconstruction mean E[x | z = mean of q(z|x)]: what `predict` returns."""
+        return self.decode(self.encode(x).mean()).mean()
+
+    def sample(self, num, seed=None, mean=True):
+        """`num` draws from the model: z ~ p(z), then the mean of p(x|z) (or a draw if not `mean`)."""
+        seed = self._next_seed() if seed is None else tf.constant([seed, 0], tf.int32)
+        z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        likelihood = self.decode(self.prior.distribution().sample(num, seed=z_seed))
+        return likelihood.mean() if mean else likelihood.sample(seed=x_seed)
+
+    def compute_terms(self, x, num_samples=None, objective=None, seed=None):
+        """Per-example `elbo`, `reconstruction`, `kl` and `objective` (see `bounds.bound_terms`)."""
+        return bounds.bound_terms(
+            tf.cast(self._check_shape(x), tf.float32),
+            self.encode(x),
+            self.prior.distribution(),
+            self.decode,
+            num_samples=num_samples or self.num_samples,
+            seed=self._next_seed() if seed is None else seed,
+            analytic_kl=self.analytic_kl,
+            beta=self.kl_weight,
+            objective=objective or self.objective,
+        )
+
+    def iwae_bound(self, x, num_samples, chunk_size=None, seed=0):
+        """L_k per example, drawn `chunk_size` samples at a time; large k estimates log p(x)."""
+        x = tf.cast(self._check_shape(x), tf.float32)
+        return bounds.iwae_bound(
+            x, self.encode(x), self.prior.distribution(), self.decode, num_samples,
+            seed=tf.constant([seed, 0], tf.int32) if isinstance(seed, int) else seed, chunk_size=chunk_size,
+        )
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, data):
+        x = self._unpack(data)
+        with tf.GradientTape() as tape:
+            terms = self.compute_terms(x)
+            loss = -tf.reduce_mean(terms["objective"])
+            if self.losses:
+                loss += tf.add_n(self.losses)
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self._update_metrics(terms, loss)
+
+    def test_step(self, data):
+        x = self._unpack(data)
+        terms = self.compute_terms(x)
+        loss = -tf.reduce_mean(terms["objective"])
+        if self.losses:
+            loss += tf.add_n(self.losses)
+        return self._update_metrics(terms, loss)
+
+    def _update_metrics(self, terms, loss):
+        batch_size = tf.cast(tf.shape(terms["elbo"])[0], tf.float32)
+        self._trackers["loss"].update_state(loss, sample_weight=batch_size)
+        for name, tracker in self._trackers.items():
+            if name != "loss":
+                tracker.update_state(terms[name])
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self.check_data(x)
+        validation_data = kwargs.get("validation_data")
+        self.check_data(validation_data[0] if isinstance(validation_data, (tuple, list)) else validation_data)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self.check_data(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self.check_data(x)
+        return super().predict(x, *args, **kwargs)
+
+    # ------------------------------------------------------------------ input checks
+    def check_data(self, x):
+        """Raise ValueError unless array data x has the encoder's shape, is finite and in
+        the likelihood's support. Datasets and generators pass through unchecked."""
+        if not isinstance(x, (np.ndarray, tf.Tensor)):
+            return
+        x = np.asarray(x)
+        self._check_shape(x)
+        if not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"Expected numeric data. Received dtype {x.dtype}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"Expected finite values; data has {int(np.sum(~np.isfinite(x)))} NaN or inf entries")
+        low, high = getattr(self.likelihood, "support", (-math.inf, math.inf))
+        if x.size and (x.min() < low or x.max() > high):
+            raise ValueError(
+                f"{type(self.likelihood).__name__} expects values in [{low}, {high}]. "
+                f"Received values in [{x.min():.4g}, {x.max():.4g}]"
+            )
+
+    def _check_shape(self, x):
+        expected = self.input_event_shape
+        shape = tuple(x.shape)
+        if len(shape) != len(expected) + 1 or any(
+            e is not None and s is not None and s != e for s, e in zip(shape[1:], expected)
+        ):
+            raise ValueError(
+                f"Expected x of shape (batch, {', '.join(map(str, expected))}). Received shape {shape}"
+            )
+        return x
+
+    @staticmethod
+    def _unpack(data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return x
+
+    def _next_seed(self):
+        return tf.cast(self._seed_generator.next(), tf.int32)
+
+    # ------------------------------------------------------------------ serialization
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        config = {
+            "encoder": serialize(self.encoder),
+            "decoder": serialize(self.decoder),
+            "posterior": serialize(self.posterior),
+            "likelihood": serialize(self.likelihood),
+            "prior": serialize(self.prior),
+            "beta": self.beta,
+            "num_samples": self.num_samples,
+            "objective": self.objective,
+            "analytic_kl": self.analytic_kl,
+            "seed": self.seed,
+        }
+        return {"name": self.name, "trainable": self.trainable, **config}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("encoder", "decoder", "posterior", "likelihood", "prior"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+def mlp_vae(input_shape, latent_dim, hidden_units=(200, 200), likelihood="bernoulli", covariance="diagonal",
+            activation="relu", likelihood_scale=1.0, **kwargs):
+    """A `VAE` with MLP encoder and mirrored MLP decoder for data of shape `input_shape`.
+
+    Args:
+        input_shape: shape of one example, flat `(784,)` or an image `(28, 28, 1)`.
+        latent_dim: size of z.
+        hidden_units: encoder widths; the decoder uses them reversed.
+        likelihood: `"bernoulli"` (data in [0, 1]) or `"gaussian"`.
+        covariance: posterior covariance, `"diagonal"` or `"full"`.
+        activation: hidden-layer activation (`"tanh"` as in Burda et al., `"relu"`, ...).
+        likelihood_scale: sigma of a Gaussian likelihood: a float or `"learned"`.
+        **kwargs: passed to `VAE` (`beta`, `num_samples`, `objective`, `seed`, ...).
+    """
+    input_shape = tuple(int(d) for d in input_shape)
+    posterior = distributions.GaussianPosterior(latent_dim, covariance=covariance)
+    likelihood_kwargs = {"scale": likelihood_scale} if likelihood == "gaussian" else {}
+    return VAE(
+        encoder=networks.mlp_encoder(input_shape, hidden_units, posterior.params_size(latent_dim, covariance),
+                                     activation=activation),
+        decoder=networks.mlp_decoder(latent_dim, tuple(reversed(tuple(hidden_units))), input_shape,
+                                     activation=activation),
+        posterior=posterior,
+        likelihood=distributions.make_likelihood(likelihood, input_shape, **likelihood_kwargs),
+        **kwargs,
+    )
