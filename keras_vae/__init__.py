@@ -13,7 +13,7 @@ if keras.backend.backend() != "tensorflow":
         "Set KERAS_BACKEND=tensorflow."
     )
 
-from keras_vae import bounds, data, distributions, export, networks  # noqa: E402
+from keras_vae import bounds, callbacks, data, distributions, export, networks  # noqa: E402
 from keras_vae.callbacks import KLWarmup  # noqa: E402
 from keras_vae.distributions import (  # noqa: E402
     BernoulliLikelihood,
@@ -33,6 +33,7 @@ __all__ = [
     "KLWarmup",
     "StandardNormalPrior",
     "bounds",
+    "callbacks",
     "data",
     "distributions",
     "export",

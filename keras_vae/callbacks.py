@@ -1,6 +1,11 @@
-"""Training callbacks."""
+"""Training callbacks: KL warm-up, learning-rate schedules, and the standard set for a run."""
+
+import math
+import os
 
 import keras
+
+LR_SCHEDULES = ("constant", "burda")
 
 
 class KLWarmup(keras.callbacks.Callback):
@@ -26,3 +31,37 @@ class KLWarmup(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.model.kl_weight.assign(self.model.beta)
+
+
+def burda_learning_rate(epoch, total_epochs, base=1e-3):
+    """Burda et al.'s schedule compressed to `total_epochs`.
+
+    The paper runs 8 stages, stage i lasting 3^i epochs at `base * 10^(-i/7)` (3280 epochs
+    in all). Here stage i lasts the same fraction, 3^i / 3280, of `total_epochs`.
+    """
+    position = (epoch + 0.5) / total_epochs * 3280  # in paper epochs
+    stage = min(7, int(math.log(2 * position + 1, 3)))  # stage i starts at (3^i - 1) / 2
+    return base * 10 ** (-stage / 7)
+
+
+def training_callbacks(model_dir, epochs, learning_rate, lr_schedule="constant", kl_warmup_epochs=0):
+    """Callbacks for a resumable run writing into `model_dir`.
+
+    `model.keras` every epoch, TensorBoard logs in `logs/`, `history.csv`, and
+    `BackupAndRestore` in `backup/` so that the same command resumes an interrupted run.
+    """
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"`lr_schedule` must be one of {LR_SCHEDULES}. Received: lr_schedule={lr_schedule!r}")
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "model.keras")),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if lr_schedule == "burda":
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch: burda_learning_rate(epoch, epochs, learning_rate)))
+    if kl_warmup_epochs:
+        callbacks.append(KLWarmup(kl_warmup_epochs))
+    return callbacks

@@ -79,6 +79,9 @@ class VAE(keras.Model):
         )
         names = ("loss",) + _TERMS + (("iwae_bound",) if objective == "iwae" else ())
         self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        # Every part is built at construction (networks are functional models), so the
+        # model is usable, saveable and restorable before it has seen data.
+        self.built = True
 
     @property
     def metrics(self):
@@ -92,9 +95,6 @@ class VAE(keras.Model):
     @property
     def latent_dim(self):
         return self.posterior.latent_dim
-
-    def build(self, input_shape=None):
-        self.built = True
 
     # ------------------------------------------------------------------ the model
     def encode(self, x):

@@ -1,0 +1,54 @@
+"""Flags and helpers shared by the apps: the dataset flags, one-line errors, flagfiles."""
+
+import contextlib
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags, logging  # noqa: E402
+
+from keras_vae import data  # noqa: E402
+
+DATASET = flags.DEFINE_enum("dataset", "digits", data.DATASETS, "Dataset; digits needs no download.")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder holding the dataset's IDX .gz files or Keras .npz.")
+VALIDATION_SIZE = flags.DEFINE_integer(
+    "validation_size", None, "Training examples held out for validation (default: the dataset's own; "
+    "Burda et al.: 400).", lower_bound=0)
+BINARIZE = flags.DEFINE_enum("binarize", "none", data.BINARIZATIONS,
+                             "none: intensities; static: one fixed draw; dynamic: a fresh draw every batch "
+                             "(evaluation splits are drawn once, with a fixed seed).")
+SEED = flags.DEFINE_integer("seed", 0, "Seed for initialisation, shuffling, binarization and z samples.")
+
+
+@flags.multi_flags_validator(["dataset", "data_dir"], "--data_dir applies to mnist and fashion_mnist only")
+def _data_dir(values):
+    return values["data_dir"] is None or values["dataset"] != "digits"
+
+
+def quiet_logs():
+    """Keep TF's INFO logging out of the progress bar, unless --verbosity was given."""
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
+def load_splits():
+    """The dataset the flags name."""
+    return data.load(DATASET.value, DATA_DIR.value, VALIDATION_SIZE.value, BINARIZE.value, SEED.value)
+
+
+@contextlib.contextmanager
+def one_line_errors(app_name):
+    """Turn expected failures (bad data, missing files) into one line on stderr and exit status 1."""
+    try:
+        yield
+    except (ValueError, OSError) as error:
+        sys.exit(f"{app_name}: error: {error}")
+
+
+def write_flagfile(path, module):
+    """Write the flags `module` defines and uses, as a flagfile that reproduces the run."""
+    key_flags = flags.FLAGS.get_key_flags_for_module(module)
+    lines = sorted(f.serialize() for f in key_flags if f.value is not None)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")

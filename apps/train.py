@@ -1,0 +1,130 @@
+"""Train a VAE with model.fit, save it, and export a SavedModel for TF Serving.
+
+    python -m apps.train --dataset=digits --model_dir=runs/digits
+    python -m apps.train --flagfile=apps/configs/burda_vae_k1.cfg
+
+Writes `<model_dir>/model.keras` (every epoch and at the end), TensorBoard logs in
+`<model_dir>/logs`, `<model_dir>/history.csv`, `<model_dir>/flags.cfg` (a flagfile that
+reproduces the run) and `<export_dir>/<model_name>/<version>/`. An interrupted run
+resumes from `<model_dir>/backup` when started again with the same flags.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+from apps import common  # first: quiets TensorFlow's C++ logging before it loads
+import keras
+import keras_vae
+from keras_vae import callbacks, data
+
+flags.adopt_module_key_flags(common)
+
+_LATENT_DIM = flags.DEFINE_integer("latent_dim", 8, "Size of z.", lower_bound=1)
+_HIDDEN_UNITS = flags.DEFINE_list("hidden_units", ["128", "128"], "Encoder widths; the decoder mirrors them.")
+_ACTIVATION = flags.DEFINE_enum("activation", "relu", ["relu", "tanh", "elu", "gelu", "softplus"],
+                                "Hidden-layer activation.")
+_LIKELIHOOD = flags.DEFINE_enum("likelihood", "bernoulli", ["bernoulli", "gaussian"], "p(x|z) family.")
+_LIKELIHOOD_SCALE = flags.DEFINE_string("likelihood_scale", "1.0",
+                                        'Gaussian likelihood sigma: a positive number or "learned".')
+_COVARIANCE = flags.DEFINE_enum("covariance", "diagonal", ["diagonal", "full"], "q(z|x) covariance.")
+_OBJECTIVE = flags.DEFINE_enum("objective", "elbo", ["elbo", "iwae"], "Training bound: ELBO or IWAE L_k.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "z samples per example (k).", lower_bound=1)
+_BETA = flags.DEFINE_float("beta", 1.0, "Weight on the KL term (beta-VAE).", lower_bound=0.0)
+_KL_WARMUP_EPOCHS = flags.DEFINE_integer("kl_warmup_epochs", 0, "Epochs of linear KL warm-up (0: none).",
+                                         lower_bound=0)
+_EPOCHS = flags.DEFINE_integer("epochs", 30, "Training epochs.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Examples per batch.", lower_bound=1)
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (initial, with a schedule).")
+_LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", callbacks.LR_SCHEDULES,
+                                 "constant, or burda: Burda et al.'s 8 stages (x10^(-1/7) each) "
+                                 "compressed to --epochs.")
+_MIXED_PRECISION = flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                                     "Keras dtype policy.")
+_JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                                 "XLA-compile the train step (auto: on GPUs).")
+_STEPS_PER_EXECUTION = flags.DEFINE_integer("steps_per_execution", 1, "Train steps per compiled call.",
+                                            lower_bound=1)
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Output folder: model.keras, logs, backup.")
+_EXPORT_DIR = flags.DEFINE_string("export_dir", "saved_models", "SavedModel base folder; empty to skip export.")
+_MODEL_NAME = flags.DEFINE_string("model_name", None, "Name under --export_dir (default vae_<dataset>).")
+
+
+@flags.validator("learning_rate", "must be positive")
+def _positive(value):
+    return value > 0
+
+
+@flags.validator("hidden_units", "must be a comma-separated list of positive integers, e.g. 200,200")
+def _units(value):
+    return all(u.isdigit() and int(u) > 0 for u in value)
+
+
+@flags.validator("likelihood_scale", 'must be a positive number or "learned"')
+def _scale(value):
+    return value == "learned" or _is_positive_float(value)
+
+
+@flags.multi_flags_validator(["objective", "num_samples"], "--objective=iwae needs --num_samples > 1")
+def _iwae_samples(values):
+    return values["objective"] != "iwae" or values["num_samples"] > 1
+
+
+def _is_positive_float(text):
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    common.quiet_logs()
+    with common.one_line_errors("train"):
+        splits = common.load_splits()
+        keras.config.set_dtype_policy(_MIXED_PRECISION.value)
+        keras.utils.set_random_seed(common.SEED.value)
+        scale = _LIKELIHOOD_SCALE.value
+        model = keras_vae.mlp_vae(
+            splits.input_shape, _LATENT_DIM.value, [int(u) for u in _HIDDEN_UNITS.value],
+            likelihood=_LIKELIHOOD.value, covariance=_COVARIANCE.value, activation=_ACTIVATION.value,
+            likelihood_scale=scale if scale == "learned" else float(scale),
+            beta=_BETA.value, num_samples=_NUM_SAMPLES.value, objective=_OBJECTIVE.value, seed=common.SEED.value,
+        )
+        model.check_data(splits.train)
+
+    model_dir = _MODEL_DIR.value
+    os.makedirs(model_dir, exist_ok=True)
+    common.write_flagfile(os.path.join(model_dir, "flags.cfg"), sys.modules[__name__])
+    model.compile(
+        optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),
+        jit_compile={"auto": "auto", "true": True, "false": False}[_JIT_COMPILE.value],
+        steps_per_execution=_STEPS_PER_EXECUTION.value,
+    )
+    batch, seed = _BATCH_SIZE.value, common.SEED.value
+    train = data.make_dataset(splits.train, batch, shuffle=True, binarize=splits.dynamic, seed=seed)
+    validation = data.make_dataset(splits.validation, batch) if len(splits.validation) else None
+    model.fit(
+        train,
+        validation_data=validation,
+        epochs=_EPOCHS.value,
+        shuffle=False,  # the dataset shuffles itself, with the run's seed
+        callbacks=callbacks.training_callbacks(
+            model_dir, epochs=_EPOCHS.value, learning_rate=_LEARNING_RATE.value,
+            lr_schedule=_LR_SCHEDULE.value, kl_warmup_epochs=_KL_WARMUP_EPOCHS.value),
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    model.save(os.path.join(model_dir, "model.keras"))
+    print(f"Saved {os.path.join(model_dir, 'model.keras')}")
+    if _EXPORT_DIR.value:
+        with common.one_line_errors("train"):
+            path = keras_vae.export.export_saved_model(model, _EXPORT_DIR.value,
+                                                       _MODEL_NAME.value or f"vae_{common.DATASET.value}")
+        print(f"Exported SavedModel to {path}")
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("model_dir")
+    app.run(main)

@@ -1,0 +1,316 @@
+"""Tests for keras_vae.distributions: every number is checked against numpy/scipy closed forms."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy import special, stats
+
+import keras
+from keras_vae import bounds
+from keras_vae.distributions import (
+    BernoulliLikelihood,
+    GaussianLikelihood,
+    GaussianPosterior,
+    StandardNormalPrior,
+    make_likelihood,
+)
+
+tfd = tfp.distributions
+
+
+# ---------------------------------------------------------------- numpy references
+def np_softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def np_inv_softplus(y):
+    return np.log(np.expm1(y))
+
+
+def np_kl_diag(m1, s1, m2, s2):
+    """KL(N(m1, diag s1^2) || N(m2, diag s2^2)), summed over the last axis."""
+    m1, s1, m2, s2 = (np.asarray(a, np.float64) for a in (m1, s1, m2, s2))
+    terms = s1**2 / s2**2 + (m2 - m1) ** 2 / s2**2 - 1.0 + 2.0 * np.log(s2 / s1)
+    return 0.5 * np.sum(terms, axis=-1)
+
+
+def np_kl_full_to_std_normal(m, cov):
+    m, cov = np.asarray(m, np.float64), np.asarray(cov, np.float64)
+    latent = m.shape[-1]
+    _, logdet = np.linalg.slogdet(cov)
+    return 0.5 * (np.trace(cov, axis1=-2, axis2=-1) + np.sum(m**2, -1) - latent - logdet)
+
+
+def diag_params(loc, scale, min_scale):
+    """Raw [loc, raw_scale] giving stddev `scale` under softplus(raw) + min_scale."""
+    return np.concatenate([loc, np_inv_softplus(scale - min_scale)], axis=-1).astype(np.float32)
+
+
+# ---------------------------------------------------------------- diagonal KL
+def test_analytic_kl_diag_to_standard_normal_prior():
+    rng = np.random.default_rng(0)
+    loc = rng.normal(size=(4, 3))
+    scale = rng.uniform(0.2, 2.5, size=(4, 3))
+    q = GaussianPosterior(3)(diag_params(loc, scale, 1e-4))
+    p = StandardNormalPrior(3).distribution()
+    kl = tfd.kl_divergence(q, p).numpy()
+    assert kl.shape == (4,)
+    np.testing.assert_allclose(kl, np_kl_diag(loc, scale, 0.0, 1.0), rtol=1e-5, atol=1e-5)
+    # bounds.kl_divergence without samples is the same closed form.
+    np.testing.assert_allclose(bounds.kl_divergence(q, p).numpy(), kl, rtol=1e-6)
+
+
+def test_analytic_kl_between_two_diagonal_gaussians():
+    rng = np.random.default_rng(1)
+    m1, m2 = rng.normal(size=(2, 5, 4))
+    s1, s2 = rng.uniform(0.3, 3.0, size=(2, 5, 4))
+    posterior = GaussianPosterior(4, min_scale=0.0)
+    q1, q2 = posterior(diag_params(m1, s1, 0.0)), posterior(diag_params(m2, s2, 0.0))
+    np.testing.assert_allclose(
+        tfd.kl_divergence(q1, q2).numpy(), np_kl_diag(m1, s1, m2, s2), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(tfd.kl_divergence(q1, q1).numpy(), np.zeros(5), atol=1e-5)
+
+
+@pytest.mark.parametrize("other", ["prior", "gaussian"])
+def test_monte_carlo_kl_converges_to_closed_form(other):
+    rng = np.random.default_rng(2)
+    loc, scale = rng.normal(size=(3, 2)), rng.uniform(0.4, 1.6, size=(3, 2))
+    q = GaussianPosterior(2)(diag_params(loc, scale, 1e-4))
+    if other == "prior":
+        p, m2, s2 = StandardNormalPrior(2).distribution(), np.zeros(2), np.ones(2)
+    else:
+        m2, s2 = rng.normal(size=2), rng.uniform(0.5, 2.0, size=2)
+        p = tfd.MultivariateNormalDiag(m2.astype(np.float32), s2.astype(np.float32))
+    n = 40_000
+    z = q.sample(n, seed=tf.constant([7, 11], tf.int32))
+    mc = bounds.kl_divergence(q, p, z).numpy()
+    # Per-sample log q - log p, recomputed in scipy, gives the Monte Carlo standard error.
+    zn = z.numpy().astype(np.float64)
+    per_sample = (stats.norm.logpdf(zn, loc, scale) - stats.norm.logpdf(zn, m2, s2)).sum(-1)
+    np.testing.assert_allclose(mc, per_sample.mean(0), rtol=1e-4, atol=1e-4)
+    stderr = per_sample.std(0) / np.sqrt(n)
+    exact = np_kl_diag(loc, scale, m2, s2)
+    assert np.all(np.abs(mc - exact) < 4 * stderr + 1e-4), (mc, exact, stderr)
+
+
+# ---------------------------------------------------------------- full covariance
+def test_full_covariance_posterior_is_positive_definite_with_correct_kl():
+    latent = 3
+    size = GaussianPosterior.params_size(latent, "full")
+    assert size == latent + latent * (latent + 1) // 2 == 9
+    assert GaussianPosterior.params_size(latent) == 2 * latent
+    rng = np.random.default_rng(3)
+    params = rng.normal(size=(6, size)).astype(np.float32)
+    params[0, latent:] = -30.0  # every raw entry tiny: the diagonal floor keeps S > 0
+    min_scale = 1e-3
+    q = GaussianPosterior(latent, covariance="full", min_scale=min_scale)(params)
+    assert isinstance(q, tfd.MultivariateNormalTriL)
+    assert q.batch_shape == [6] and q.event_shape == [latent]
+
+    cov = q.covariance().numpy().astype(np.float64)
+    np.testing.assert_allclose(cov, np.swapaxes(cov, -1, -2), atol=1e-6)
+    assert np.all(np.linalg.eigvalsh(cov[1:]) > 0)
+    np.testing.assert_allclose(q.mean().numpy(), params[:, :latent], rtol=1e-6)
+
+    # The tril holds exactly the raw entries, the diagonal ones mapped by softplus + floor.
+    tril = q.scale.to_dense().numpy().astype(np.float64)
+    assert np.all(np.triu(tril, 1) == 0)
+    diag = np.diagonal(tril, axis1=-2, axis2=-1)
+    assert np.all(diag >= min_scale * (1 - 1e-6))
+    rows, cols = np.tril_indices(latent, -1)
+    for b in range(1, 6):  # row 0 has the -30s, where softplus is not invertible in float32
+        raw = params[b, latent:]
+        recovered = np.concatenate([np_inv_softplus(diag[b] - min_scale), tril[b, rows, cols]])
+        np.testing.assert_allclose(np.sort(recovered), np.sort(raw), rtol=1e-4, atol=1e-4)
+
+    cov64 = tril @ np.swapaxes(tril, -1, -2)
+    np.testing.assert_allclose(cov[1:], cov64[1:], rtol=1e-5, atol=1e-5)
+    kl = tfd.kl_divergence(q, StandardNormalPrior(latent).distribution()).numpy()
+    np.testing.assert_allclose(
+        kl[1:], np_kl_full_to_std_normal(params[1:, :latent], cov64[1:]), rtol=1e-4, atol=1e-4
+    )
+    # Row 0 is too ill-conditioned (diagonal ~1e-3, off-diagonal -30) for slogdet(S):
+    # use tr(S) = ||L||_F^2 and log det S = 2 sum log L_ii instead.
+    trace0, logdet0 = np.sum(tril[0] ** 2), 2 * np.sum(np.log(diag[0]))
+    kl0 = 0.5 * (trace0 + np.sum(params[0, :latent].astype(np.float64) ** 2) - latent - logdet0)
+    np.testing.assert_allclose(kl[0], kl0, rtol=1e-4)
+
+
+def test_softplus_floor_keeps_stddev_at_least_min_scale():
+    min_scale = 1e-3
+    params = np.concatenate([np.zeros((2, 3)), np.full((2, 3), -1e30)], -1).astype(np.float32)
+    q = GaussianPosterior(3, min_scale=min_scale)(params)
+    stddev = q.stddev().numpy()
+    assert np.all(np.isfinite(stddev)) and np.all(stddev >= min_scale * (1 - 1e-6))
+    np.testing.assert_allclose(stddev, min_scale, rtol=1e-5)
+    kl = tfd.kl_divergence(q, StandardNormalPrior(3).distribution()).numpy()
+    assert np.all(np.isfinite(kl))
+    np.testing.assert_allclose(kl, np_kl_diag(np.zeros(3), np.full(3, min_scale), 0.0, 1.0), rtol=1e-4)
+    lp = q.log_prob(np.zeros((2, 3), np.float32)).numpy()
+    np.testing.assert_allclose(lp, stats.norm.logpdf(0.0, 0.0, min_scale) * 3, rtol=1e-5)
+
+    full_params = np.full((2, GaussianPosterior.params_size(3, "full")), -1e30, np.float32)
+    q_full = GaussianPosterior(3, covariance="full", min_scale=min_scale)(full_params)
+    tril = q_full.scale.to_dense().numpy()
+    assert np.all(np.isfinite(tril))
+    assert np.all(np.diagonal(tril, axis1=-2, axis2=-1) >= min_scale * (1 - 1e-6))
+
+
+def test_posterior_casts_parameters_to_float32():
+    params = np.zeros((2, 4), np.float16)
+    q = GaussianPosterior(2)(params)
+    assert q.dtype == tf.float32
+
+
+# ---------------------------------------------------------------- likelihoods
+def test_bernoulli_log_prob_matches_numpy():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(scale=3.0, size=(5, 2, 3)).astype(np.float32)
+    binary = (rng.uniform(size=(5, 2, 3)) < 0.5).astype(np.float32)
+    intensity = rng.uniform(size=(5, 2, 3)).astype(np.float32)
+    likelihood = BernoulliLikelihood((2, 3))(logits)
+    l64 = logits.astype(np.float64)
+    for x in (binary, intensity):
+        expected = np.sum(x * special.log_expit(l64) + (1 - x) * special.log_expit(-l64), axis=(1, 2))
+        lp = likelihood.log_prob(x).numpy()
+        assert lp.shape == (5,)
+        np.testing.assert_allclose(lp, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(likelihood.mean().numpy(), special.expit(l64), rtol=1e-5)
+
+
+def test_gaussian_likelihood_fixed_scale_matches_numpy():
+    rng = np.random.default_rng(5)
+    loc = rng.normal(size=(4, 6)).astype(np.float32)
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    likelihood = GaussianLikelihood((6,), scale=0.7)(loc)
+    expected = stats.norm.logpdf(x, loc, 0.7).sum(-1)
+    lp = likelihood.log_prob(x).numpy()
+    assert lp.shape == (4,)
+    np.testing.assert_allclose(lp, expected, rtol=1e-5)
+    np.testing.assert_allclose(likelihood.stddev().numpy(), np.full((4, 6), 0.7), rtol=1e-6)
+
+
+def test_gaussian_likelihood_learned_scale_matches_numpy():
+    rng = np.random.default_rng(6)
+    layer = GaussianLikelihood((2, 3), scale="learned", min_scale=1e-3)
+    assert len(layer.trainable_weights) == 1
+    assert tuple(layer.raw_scale.shape) == (2, 3)
+    # Starts at sigma = softplus(raw) + min_scale = 1 + min_scale.
+    np.testing.assert_allclose(layer.stddev().numpy(), np.full((2, 3), 1.0 + 1e-3), rtol=1e-5)
+    raw = rng.normal(size=(2, 3)).astype(np.float32)
+    layer.raw_scale.assign(raw)
+    sigma = np_softplus(raw.astype(np.float64)) + 1e-3
+    loc = rng.normal(size=(3, 2, 3)).astype(np.float32)
+    x = rng.normal(size=(3, 2, 3)).astype(np.float32)
+    lp = layer(loc).log_prob(x).numpy()
+    assert lp.shape == (3,)
+    np.testing.assert_allclose(lp, stats.norm.logpdf(x, loc, sigma).sum(axis=(1, 2)), rtol=1e-5)
+
+
+def test_make_likelihood():
+    assert isinstance(make_likelihood("bernoulli", (3,)), BernoulliLikelihood)
+    gaussian = make_likelihood("gaussian", (3,), scale=0.5)
+    assert isinstance(gaussian, GaussianLikelihood) and gaussian.scale == 0.5
+    with pytest.raises(ValueError, match="Unknown likelihood"):
+        make_likelihood("poisson", (3,))
+
+
+def test_standard_normal_prior():
+    p = StandardNormalPrior(4).distribution()
+    assert p.batch_shape == [] and p.event_shape == [4]
+    z = np.random.default_rng(7).normal(size=(3, 4)).astype(np.float32)
+    np.testing.assert_allclose(p.log_prob(z).numpy(), stats.norm.logpdf(z).sum(-1), rtol=1e-5)
+
+
+# ---------------------------------------------------------------- configs and errors
+def _roundtrip_cases():
+    rng = np.random.default_rng(8)
+    diag_params_ = rng.normal(size=(2, 6)).astype(np.float32)
+    full_params = rng.normal(size=(2, 9)).astype(np.float32)
+    z = rng.normal(size=(2, 3)).astype(np.float32)
+    x_bin = (rng.uniform(size=(2, 4)) < 0.5).astype(np.float32)
+    x_real = rng.normal(size=(2, 4)).astype(np.float32)
+    logits = rng.normal(size=(2, 4)).astype(np.float32)
+    return [
+        (GaussianPosterior(3, min_scale=0.01, name="q"), diag_params_, z),
+        (GaussianPosterior(3, covariance="full", min_scale=0.02), full_params, z),
+        (BernoulliLikelihood((4,)), logits, x_bin),
+        (GaussianLikelihood((4,), scale=0.3, min_scale=0.01), logits, x_real),
+        (GaussianLikelihood((4,), scale="learned"), logits, x_real),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_get_config_round_trip(index):
+    layer, params, value = _roundtrip_cases()[index]
+    config = layer.get_config()
+    clone = layer.__class__.from_config(config)
+    assert clone.get_config() == config
+    # Through Keras' own (JSON-able) serialization, too.
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(restored) is type(layer) and restored.get_config() == config
+    for other in (clone, restored):
+        np.testing.assert_allclose(
+            other(params).log_prob(value).numpy(), layer(params).log_prob(value).numpy(), rtol=1e-6
+        )
+        np.testing.assert_allclose(other(params).mean().numpy(), layer(params).mean().numpy(), rtol=1e-6)
+
+
+def test_prior_get_config_round_trip():
+    prior = StandardNormalPrior(5)
+    clone = StandardNormalPrior.from_config(prior.get_config())
+    assert clone.get_config() == prior.get_config() and clone.latent_dim == 5
+    z = np.ones((2, 5), np.float32)
+    np.testing.assert_allclose(
+        clone.distribution().log_prob(z).numpy(), prior.distribution().log_prob(z).numpy()
+    )
+
+
+@pytest.mark.parametrize("latent_dim", [0, -2, 2.5, "3", None, True])
+def test_bad_latent_dim_raises(latent_dim):
+    with pytest.raises(ValueError, match="latent_dim"):
+        GaussianPosterior(latent_dim)
+    with pytest.raises(ValueError, match="latent_dim"):
+        StandardNormalPrior(latent_dim)
+
+
+def test_bad_covariance_min_scale_and_scale_raise():
+    with pytest.raises(ValueError, match="covariance"):
+        GaussianPosterior(2, covariance="spherical")
+    with pytest.raises(ValueError, match="min_scale"):
+        GaussianPosterior(2, min_scale=-1e-3)
+    for scale in (0, -1.0, "fixed", None, float("nan")):
+        with pytest.raises(ValueError, match="scale"):
+            GaussianLikelihood((3,), scale=scale)
+
+
+@pytest.mark.parametrize("covariance,size", [("diagonal", 5), ("diagonal", 3), ("full", 6), ("full", 4)])
+def test_wrong_number_of_posterior_params_raises(covariance, size):
+    layer = GaussianPosterior(2, covariance=covariance)
+    with pytest.raises(ValueError, match="expects"):
+        layer(np.zeros((3, size), np.float32))
+
+
+# ---------------------------------------------------------------- property test
+_vectors = hnp.arrays(np.float64, 3, elements=st.floats(-4.0, 4.0))
+_scales = hnp.arrays(np.float64, 3, elements=st.floats(0.05, 4.0))
+
+
+@settings(max_examples=25, deadline=None)
+@given(m1=_vectors, s1=_scales, m2=_vectors, s2=_scales)
+def test_property_diag_kl_nonnegative_and_closed_form(m1, s1, m2, s2):
+    posterior = GaussianPosterior(3, min_scale=0.0)
+    q1 = posterior(diag_params(m1[None], s1[None], 0.0))
+    q2 = posterior(diag_params(m2[None], s2[None], 0.0))
+    kl = tfd.kl_divergence(q1, q2).numpy()[0]
+    kl_prior = tfd.kl_divergence(q1, StandardNormalPrior(3).distribution()).numpy()[0]
+    # float32 round-off can give a tiny negative value for nearly equal distributions.
+    assert kl >= -1e-4 and kl_prior >= -1e-4
+    expected = np_kl_diag(m1, s1, m2, s2)
+    np.testing.assert_allclose(kl, expected, rtol=1e-4, atol=1e-3 + 1e-4 * expected)
+    np.testing.assert_allclose(kl_prior, np_kl_diag(m1, s1, 0.0, 1.0), rtol=1e-4, atol=1e-3)
