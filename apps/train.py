@@ -38,8 +38,8 @@ _EPOCHS = flags.DEFINE_integer("epochs", 30, "Training epochs.", lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Examples per batch.", lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (initial, with a schedule).")
 _LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", callbacks.LR_SCHEDULES,
-                                 "constant, or burda: Burda et al.'s 8 stages (x10^(-1/7) each) "
-                                 "compressed to --epochs.")
+                                 "constant; burda: Burda et al.'s 8 stages (x10^(-1/7) each, stage i "
+                                 "3^i/3280 of --epochs); burda_equal: the same 8 rates, equal stages.")
 _MIXED_PRECISION = flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
                                      "Keras dtype policy.")
 _JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],

@@ -114,17 +114,22 @@ def bound_terms(x, posterior, prior, decode, *, num_samples=1, seed=None, analyt
     return terms
 
 
-def iwae_bound(x, posterior, prior, decode, num_samples, seed=None, chunk_size=None):
-    """L_k per example, with the k samples taken `chunk_size` at a time.
+def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chunk_size=None):
+    """L_k, and the ELBO from the same k samples, per example; samples taken `chunk_size` at a time.
 
     Memory grows with `chunk_size`, not with k, so k = 5000 (the usual estimate of
     log p(x)) fits anywhere. Sample i is drawn with the seed folded with i, so the
-    estimate is the same for any `chunk_size`; chunks are combined exactly with a
-    running logsumexp.
+    result is the same for any `chunk_size`; chunks are combined exactly (a running
+    logsumexp for L_k, running sums for the means).
+
+    Returns:
+        A dict of [B] tensors: `iwae_bound` (L_k), `elbo` (mean of the log weights, a
+        k-sample estimate of the ELBO with Monte Carlo KL) and `reconstruction` (mean
+        log p(x|z)).
     """
     chunk_size = num_samples if chunk_size is None else min(chunk_size, num_samples)
     seed = tfp.random.sanitize_seed(seed)
-    total = None
+    log_sum_w = sum_log_w = sum_log_px_z = None
     for start in range(0, num_samples, chunk_size):
         index = tf.range(start, min(start + chunk_size, num_samples))
         z = tf.map_fn(
@@ -132,7 +137,22 @@ def iwae_bound(x, posterior, prior, decode, num_samples, seed=None, chunk_size=N
             index,
             fn_output_signature=posterior.dtype,
         )
-        log_w = decode(z).log_prob(x) + prior.log_prob(z) - posterior.log_prob(z)
+        log_px_z = decode(z).log_prob(x)
+        log_w = log_px_z + prior.log_prob(z) - posterior.log_prob(z)
         lse = tf.reduce_logsumexp(log_w, axis=0)
-        total = lse if total is None else tf.reduce_logsumexp(tf.stack([total, lse]), axis=0)
-    return total - math.log(num_samples)
+        if log_sum_w is None:
+            log_sum_w, sum_log_w, sum_log_px_z = lse, tf.reduce_sum(log_w, 0), tf.reduce_sum(log_px_z, 0)
+        else:
+            log_sum_w = tf.reduce_logsumexp(tf.stack([log_sum_w, lse]), axis=0)
+            sum_log_w += tf.reduce_sum(log_w, 0)
+            sum_log_px_z += tf.reduce_sum(log_px_z, 0)
+    return {
+        "iwae_bound": log_sum_w - math.log(num_samples),
+        "elbo": sum_log_w / num_samples,
+        "reconstruction": sum_log_px_z / num_samples,
+    }
+
+
+def iwae_bound(x, posterior, prior, decode, num_samples, seed=None, chunk_size=None):
+    """L_k per example (see `importance_sampled`); with large k, the IS estimate of log p(x)."""
+    return importance_sampled(x, posterior, prior, decode, num_samples, seed, chunk_size)["iwae_bound"]

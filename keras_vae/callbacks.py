@@ -5,7 +5,7 @@ import os
 
 import keras
 
-LR_SCHEDULES = ("constant", "burda")
+LR_SCHEDULES = ("constant", "burda", "burda_equal")
 
 
 class KLWarmup(keras.callbacks.Callback):
@@ -33,12 +33,15 @@ class KLWarmup(keras.callbacks.Callback):
         self.model.kl_weight.assign(self.model.beta)
 
 
-def burda_learning_rate(epoch, total_epochs, base=1e-3):
-    """Burda et al.'s schedule compressed to `total_epochs`.
+def burda_learning_rate(epoch, total_epochs, base=1e-3, equal_stages=False):
+    """Burda et al.'s learning rates `base * 10^(-i/7)`, i = 0..7, over `total_epochs`.
 
-    The paper runs 8 stages, stage i lasting 3^i epochs at `base * 10^(-i/7)` (3280 epochs
-    in all). Here stage i lasts the same fraction, 3^i / 3280, of `total_epochs`.
+    The paper's stage i lasts 3^i epochs (3280 in all); here it lasts the same fraction,
+    3^i / 3280, of `total_epochs`. That leaves a short run mostly at the smallest rates,
+    so `equal_stages=True` gives each of the 8 rates the same share of the epochs.
     """
+    if equal_stages:
+        return base * 10 ** (-min(7, 8 * epoch // total_epochs) / 7)
     position = (epoch + 0.5) / total_epochs * 3280  # in paper epochs
     stage = min(7, int(math.log(2 * position + 1, 3)))  # stage i starts at (3^i - 1) / 2
     return base * 10 ** (-stage / 7)
@@ -59,9 +62,10 @@ def training_callbacks(model_dir, epochs, learning_rate, lr_schedule="constant",
         keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
         keras.callbacks.TerminateOnNaN(),
     ]
-    if lr_schedule == "burda":
+    if lr_schedule != "constant":
+        equal = lr_schedule == "burda_equal"
         callbacks.append(keras.callbacks.LearningRateScheduler(
-            lambda epoch: burda_learning_rate(epoch, epochs, learning_rate)))
+            lambda epoch: burda_learning_rate(epoch, epochs, learning_rate, equal_stages=equal)))
     if kl_warmup_epochs:
         callbacks.append(KLWarmup(kl_warmup_epochs))
     return callbacks

@@ -134,13 +134,16 @@ class VAE(keras.Model):
             objective=objective or self.objective,
         )
 
+    def importance_sampled(self, x, num_samples, chunk_size=None, seed=0):
+        """Per-example L_k, ELBO and reconstruction from k samples (`bounds.importance_sampled`)."""
+        x = tf.cast(self._check_shape(x), tf.float32)
+        seed = tf.constant([seed, 0], tf.int32) if isinstance(seed, int) else seed
+        return bounds.importance_sampled(x, self.encode(x), self.prior.distribution(), self.decode, num_samples,
+                                         seed=seed, chunk_size=chunk_size)
+
     def iwae_bound(self, x, num_samples, chunk_size=None, seed=0):
         """L_k per example, drawn `chunk_size` samples at a time; large k estimates log p(x)."""
-        x = tf.cast(self._check_shape(x), tf.float32)
-        return bounds.iwae_bound(
-            x, self.encode(x), self.prior.distribution(), self.decode, num_samples,
-            seed=tf.constant([seed, 0], tf.int32) if isinstance(seed, int) else seed, chunk_size=chunk_size,
-        )
+        return self.importance_sampled(x, num_samples, chunk_size, seed)["iwae_bound"]
 
     # ------------------------------------------------------------------ training
     def train_step(self, data):
