@@ -5,7 +5,7 @@
 
 Writes `<model_dir>/model.keras` (every epoch and at the end), TensorBoard logs in
 `<model_dir>/logs`, `<model_dir>/history.csv`, `<model_dir>/flags.cfg` (a flagfile that
-reproduces the run) and `<export_dir>/<model_name>/<version>/`. An interrupted run
+reproduces the run), PNGs of samples, reconstructions and learning curves, and `<export_dir>/<model_name>/<version>/`. An interrupted run
 resumes from `<model_dir>/backup` when started again with the same flags.
 """
 
@@ -17,7 +17,7 @@ from absl import app, flags
 from apps import common  # first: quiets TensorFlow's C++ logging before it loads
 import keras
 import keras_vae
-from keras_vae import callbacks, data
+from keras_vae import callbacks, data, plots
 
 flags.adopt_module_key_flags(common)
 
@@ -106,7 +106,7 @@ def main(argv):
     batch, seed = _BATCH_SIZE.value, common.SEED.value
     train = data.make_dataset(splits.train, batch, shuffle=True, binarize=splits.dynamic, seed=seed)
     validation = data.make_dataset(splits.validation, batch) if len(splits.validation) else None
-    model.fit(
+    history = model.fit(
         train,
         validation_data=validation,
         epochs=_EPOCHS.value,
@@ -117,7 +117,10 @@ def main(argv):
         verbose=1 if sys.stdout.isatty() else 2,
     )
     model.save(os.path.join(model_dir, "model.keras"))
-    print(f"Saved {os.path.join(model_dir, 'model.keras')}")
+    plots.samples(model, os.path.join(model_dir, "samples.png"), seed=common.SEED.value)
+    plots.reconstructions(model, splits.test, os.path.join(model_dir, "reconstructions.png"))
+    plots.learning_curves(history.history, os.path.join(model_dir, "learning_curves.png"))
+    print(f"Saved {os.path.join(model_dir, 'model.keras')} and PNG plots in {model_dir}")
     if _EXPORT_DIR.value:
         with common.one_line_errors("train"):
             path = keras_vae.export.export_saved_model(model, _EXPORT_DIR.value,

@@ -13,7 +13,7 @@ if keras.backend.backend() != "tensorflow":
         "Set KERAS_BACKEND=tensorflow."
     )
 
-from keras_vae import bounds, callbacks, data, distributions, evaluation, export, networks  # noqa: E402
+from keras_vae import bounds, callbacks, data, distributions, evaluation, export, networks, plots  # noqa: E402
 from keras_vae.callbacks import KLWarmup  # noqa: E402
 from keras_vae.distributions import (  # noqa: E402
     BernoulliLikelihood,
@@ -40,4 +40,5 @@ __all__ = [
     "export",
     "mlp_vae",
     "networks",
+    "plots",
 ]

@@ -1,0 +1,272 @@
+"""End-to-end tests of apps.train and apps.evaluate, run as real subprocesses on tiny digits runs."""
+
+import csv
+import glob
+import hashlib
+import json
+import math
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import types
+
+import keras
+import pytest
+import tensorflow as tf
+
+import keras_vae
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--dataset=digits", "--epochs=2", "--latent_dim=2", "--hidden_units=16", "--batch_size=64"]
+EVAL_KEYS = ("test_elbo", "test_iwae_bound", "iwae_bound_k", "test_nll", "kl", "reconstruction", "bits_per_dim",
+             "active_units", "num_examples", "iw_samples")
+# TensorFlow's C++ start-up chatter (absl log lines), which TF_CPP_MIN_LOG_LEVEL does not silence.
+_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWE]\d{4} \d\d:\d\d:\d\d)")
+_ABSL_HINT = "Pass --helpshort or --helpfull to see help on flags."
+
+
+def run_app(app, *args):
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return subprocess.run([sys.executable, "-m", f"apps.{app}", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def message_lines(stderr):
+    """stderr without TensorFlow's start-up log lines and absl's help hint."""
+    return [line for line in stderr.splitlines() if line.strip() and not _NOISE.match(line) and line != _ABSL_HINT]
+
+
+def assert_ok(result):
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout[-2000:]}\n" \
+                                   f"stderr:\n{result.stderr[-4000:]}"
+
+
+def assert_one_line_error(result, *fragments):
+    lines = message_lines(result.stderr)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def read_history(model_dir):
+    with open(os.path.join(model_dir, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def read_flags(model_dir):
+    with open(os.path.join(model_dir, "flags.cfg")) as f:
+        return dict(line.strip()[2:].split("=", 1) for line in f if line.startswith("--"))
+
+
+def tree_digest(path):
+    digest = {}
+    for folder, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(folder, name)
+            with open(full, "rb") as f:
+                digest[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
+    return digest
+
+
+def scalars(event_file):
+    """{tag: [(step, value)]} of the scalar summaries in one TensorBoard event file."""
+    found = {}
+    for event in tf.compat.v1.train.summary_iterator(event_file):
+        for value in event.summary.value:
+            number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+            found.setdefault(value.tag, []).append((event.step, number))
+    return found
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny training run shared by the tests below."""
+    root = tmp_path_factory.mktemp("trained")
+    run = types.SimpleNamespace(model_dir=str(root / "model"), export_dir=str(root / "export"))
+    run.result = run_app("train", *TINY, f"--model_dir={run.model_dir}", f"--export_dir={run.export_dir}")
+    assert_ok(run.result)
+    run.version_1 = os.path.join(run.export_dir, "vae_digits", "1")
+    run.version_1_digest = tree_digest(run.version_1)
+    return run
+
+
+@pytest.fixture(scope="module")
+def rerun(trained, tmp_path_factory):
+    """A second, smaller run configured by a flagfile, exporting into the first run's export_dir."""
+    root = tmp_path_factory.mktemp("rerun")
+    flagfile = root / "run.cfg"
+    flagfile.write_text("# a tiny digits run\n--dataset=digits\n--epochs=1\n--latent_dim=3\n--hidden_units=8\n"
+                        "--batch_size=128\n--seed=7\n")
+    run = types.SimpleNamespace(model_dir=str(root / "model"))
+    run.result = run_app("train", f"--flagfile={flagfile}", f"--model_dir={run.model_dir}",
+                         f"--export_dir={trained.export_dir}")
+    assert_ok(run.result)
+    return run
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, tmp_path_factory):
+    output = tmp_path_factory.mktemp("evaluated") / "r.json"
+    result = run_app("evaluate", f"--model_dir={trained.model_dir}", "--iw_samples=20", "--bound_samples=5",
+                     f"--output_json={output}")
+    assert_ok(result)
+    with open(output) as f:
+        return json.load(f)
+
+
+# ------------------------------------------------------------------ apps.train
+def test_train_writes_every_output(trained):
+    assert "Exported SavedModel to" in trained.result.stdout
+    for name in ("model.keras", "flags.cfg", "history.csv"):
+        assert os.path.isfile(os.path.join(trained.model_dir, name)), name
+    assert os.path.isfile(os.path.join(trained.version_1, "saved_model.pb"))
+    assert os.path.isdir(os.path.join(trained.version_1, "variables"))
+    # A finished run leaves no backup to resume from.
+    assert not os.path.exists(os.path.join(trained.model_dir, "backup"))
+
+
+def test_train_flags_cfg_reproduces_the_run(trained):
+    flags = read_flags(trained.model_dir)
+    assert flags["dataset"] == "digits"
+    assert flags["epochs"] == "2"
+    assert flags["latent_dim"] == "2"
+    assert flags["hidden_units"] == "16"
+    assert flags["batch_size"] == "64"
+    assert flags["model_dir"] == trained.model_dir
+    assert flags["export_dir"] == trained.export_dir
+
+
+def test_train_history(trained):
+    rows = read_history(trained.model_dir)
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    for key in ("elbo", "kl", "loss", "reconstruction", "val_elbo", "val_kl", "val_loss", "val_reconstruction"):
+        assert all(math.isfinite(float(row[key])) for row in rows), key
+    last = rows[-1]
+    assert float(last["val_elbo"]) < 0
+    # beta = 1: loss is the negative ELBO, and the ELBO is reconstruction - KL.
+    assert float(last["loss"]) == pytest.approx(-float(last["elbo"]), rel=1e-5)
+    assert float(last["val_elbo"]) == pytest.approx(float(last["val_reconstruction"]) - float(last["val_kl"]),
+                                                    abs=1e-3)
+
+
+def test_train_tensorboard_logs(trained):
+    logs = os.path.join(trained.model_dir, "logs")
+    history = read_history(trained.model_dir)
+    for split, column in (("train", "elbo"), ("validation", "val_elbo")):
+        files = glob.glob(os.path.join(logs, split, "events.out.tfevents.*"))
+        assert files, f"no event file in {logs}/{split}"
+        tags = {}
+        for path in files:
+            tags.update(scalars(path))
+        assert {"epoch_elbo", "epoch_loss", "epoch_kl", "epoch_reconstruction"} <= set(tags), sorted(tags)
+        steps = [step for step, _ in tags["epoch_elbo"]]
+        values = [value for _, value in tags["epoch_elbo"]]
+        assert steps == [0, 1]
+        assert all(math.isfinite(v) and v < 0 for v in values)
+        assert values[-1] == pytest.approx(float(history[-1][column]), rel=1e-5)
+
+
+def test_saved_keras_model_evaluates_like_training(trained):
+    model = keras.saving.load_model(os.path.join(trained.model_dir, "model.keras"))
+    assert isinstance(model, keras_vae.VAE)
+    assert model.latent_dim == 2
+    validation = keras_vae.data.load("digits").validation
+    results = model.evaluate(validation, batch_size=64, return_dict=True, verbose=0)
+    last_val_elbo = float(read_history(trained.model_dir)[-1]["val_elbo"])
+    assert math.isfinite(results["elbo"])
+    assert results["elbo"] == pytest.approx(last_val_elbo, abs=3.0)
+
+
+def test_flagfile_configures_the_run(rerun):
+    flags = read_flags(rerun.model_dir)
+    assert flags["latent_dim"] == "3"
+    assert flags["hidden_units"] == "8"
+    assert flags["epochs"] == "1"
+    assert flags["batch_size"] == "128"
+    assert flags["seed"] == "7"
+    assert [int(row["epoch"]) for row in read_history(rerun.model_dir)] == [0]
+    model = keras.saving.load_model(os.path.join(rerun.model_dir, "model.keras"))
+    assert model.latent_dim == 3
+
+
+def test_rerun_exports_a_new_version_and_keeps_the_old(trained, rerun):
+    base = os.path.join(trained.export_dir, "vae_digits")
+    assert os.path.join(base, "2") in rerun.result.stdout
+    assert sorted(os.listdir(base)) == ["1", "2"]  # no hidden staging folders either
+    assert os.path.isfile(os.path.join(base, "2", "saved_model.pb"))
+    assert tree_digest(trained.version_1) == trained.version_1_digest
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--dataset=cifar"], ["Flags parsing error", "--dataset", "digits"]),
+    (["--epochs=-1"], ["Flags parsing error", "--epochs"]),
+    (["--hidden_units=a,b"], ["Flags parsing error", "--hidden_units", "positive integers"]),
+    (["--learning_rate=0"], ["Flags parsing error", "--learning_rate", "must be positive"]),
+    (["--objective=iwae", "--num_samples=1"], ["Flags parsing error", "num_samples > 1"]),
+    (["--likelihood_scale=-1"], ["Flags parsing error", "--likelihood_scale", "positive number"]),
+], ids=["dataset", "epochs", "hidden_units", "learning_rate", "iwae_samples", "likelihood_scale"])
+def test_train_bad_flags(tmp_path, args, fragments):
+    tiny = [flag for flag in TINY if flag.split("=")[0] not in {arg.split("=")[0] for arg in args}]
+    result = run_app("train", *tiny, *args, f"--model_dir={tmp_path / 'model'}",
+                     f"--export_dir={tmp_path / 'export'}")
+    line = assert_one_line_error(result, *fragments)
+    assert line.startswith("FATAL Flags parsing error:")
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_train_empty_data_dir(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_app("train", "--dataset=mnist", f"--data_dir={empty}", "--epochs=1",
+                     f"--model_dir={tmp_path / 'model'}", f"--export_dir={tmp_path / 'export'}")
+    line = assert_one_line_error(result, "train: error:", f"--data_dir={empty}", "mnist")
+    assert "Flags parsing error" not in line
+    assert sorted(os.listdir(tmp_path)) == ["empty"]
+    assert os.listdir(empty) == []
+
+
+# ------------------------------------------------------------------ apps.evaluate
+def test_evaluate_report(evaluated, trained):
+    assert set(EVAL_KEYS) <= set(evaluated)
+    for key in EVAL_KEYS:
+        assert isinstance(evaluated[key], (int, float)) and math.isfinite(evaluated[key]), key
+    assert evaluated["model_dir"] == trained.model_dir
+    assert evaluated["dataset"] == "digits"  # read from the run's flags.cfg
+    assert evaluated["split"] == "test"
+    assert evaluated["num_examples"] == 300  # the digits test split
+    assert evaluated["iw_samples"] == 20
+    assert evaluated["iwae_bound_k"] == 5
+    assert 0 <= evaluated["active_units"] <= 2
+
+
+def test_evaluate_bounds_are_ordered(evaluated):
+    nll, elbo = evaluated["test_nll"], evaluated["test_elbo"]
+    assert nll > 0
+    assert -nll >= elbo - 1e-3  # L_k >= the ELBO from the same samples
+    assert -nll >= evaluated["test_iwae_bound"] - 0.5  # L_20 >= L_5 on average
+    assert evaluated["test_iwae_bound"] >= elbo - 0.5
+    assert evaluated["kl"] >= 0
+    assert evaluated["reconstruction"] < 0
+    assert evaluated["bits_per_dim"] == pytest.approx(nll / (64 * math.log(2)), rel=1e-6)
+
+
+def test_evaluate_agrees_with_training_scale(evaluated, trained):
+    # Test and validation ELBOs of the same small model should be within a few nats.
+    last_val_elbo = float(read_history(trained.model_dir)[-1]["val_elbo"])
+    assert evaluated["test_elbo"] == pytest.approx(last_val_elbo, abs=5.0)
+
+
+def test_evaluate_missing_model_dir(tmp_path):
+    output = tmp_path / "r.json"
+    missing = tmp_path / "no_such_run"
+    result = run_app("evaluate", f"--model_dir={missing}", "--iw_samples=2", "--bound_samples=1",
+                     f"--output_json={output}")
+    assert_one_line_error(result, "evaluate: error:", str(missing))
+    assert not output.exists()
+    assert sorted(os.listdir(tmp_path)) == []
