@@ -96,6 +96,10 @@ def main(argv):
         model.check_data(splits.train)
 
     model_dir = _MODEL_DIR.value
+    with common.one_line_errors("train"):
+        if os.path.exists(os.path.join(model_dir, "model.keras")) and not os.path.isdir(
+                os.path.join(model_dir, "backup")):
+            raise FileExistsError(f"--model_dir={model_dir} holds a finished run; choose a new --model_dir")
     os.makedirs(model_dir, exist_ok=True)
     common.write_flagfile(os.path.join(model_dir, "flags.cfg"), sys.modules[__name__])
     model.compile(

@@ -11,6 +11,7 @@ replacements for the VAE's needs.
 """
 
 import math
+import numbers
 
 import keras
 import tensorflow as tf
@@ -27,8 +28,9 @@ def _float32(x):
 
 
 def _check_positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    return int(value)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -41,9 +43,10 @@ class GaussianPosterior(keras.layers.Layer):
     q(z|x) = N(z; loc, diag(scale)^2),   scale = softplus(raw_scale) + min_scale
     ```
 
-    With `covariance="full"` it holds `[loc, raw_tril]` (size L + L(L+1)/2); the lower
-    triangle is filled row-wise and its diagonal made positive the same way, giving
-    `MultivariateNormalTriL`. `params_size(latent_dim, covariance)` tells an encoder how
+    With `covariance="full"` it holds `[loc, raw_tril]` (size L + L(L+1)/2): the lower
+    triangle is filled in `tfp.math.fill_triangular`'s order and its diagonal made positive
+    the same way, giving `MultivariateNormalTriL`; for a given scale_tril S the raw
+    entries are `tfb.FillScaleTriL(diag_shift=min_scale).inverse(S)`. `params_size(latent_dim, covariance)` tells an encoder how
     many outputs to produce.
 
     Args:
@@ -63,7 +66,7 @@ class GaussianPosterior(keras.layers.Layer):
     COVARIANCES = ("diagonal", "full")
 
     def __init__(self, latent_dim, covariance="diagonal", min_scale=1e-4, **kwargs):
-        _check_positive_int("latent_dim", latent_dim)
+        latent_dim = _check_positive_int("latent_dim", latent_dim)
         if covariance not in self.COVARIANCES:
             raise ValueError(
                 f"`covariance` must be one of {self.COVARIANCES}. Received: covariance={covariance!r}"
@@ -116,13 +119,12 @@ class BernoulliLikelihood(keras.layers.Layer):
         event_shape: shape of one example x, e.g. `(28, 28, 1)`.
     """
 
+    support = (0.0, 1.0)  # values of x it is defined for; `VAE.check_data` enforces them
+
     def __init__(self, event_shape, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.event_shape = tuple(int(d) for d in event_shape)
-
-    params_per_dim = 1
-    support = (0.0, 1.0)
 
     def call(self, logits):
         bernoulli = tfd.Bernoulli(logits=_float32(logits), dtype=tf.float32)
@@ -143,13 +145,16 @@ class GaussianLikelihood(keras.layers.Layer):
     Args:
         event_shape: shape of one example x.
         scale: a positive float for a fixed sigma, or `"learned"` for one trainable sigma
-            per dimension of x (softplus-parameterised, starting at 1, floored at
-            `min_scale`).
+            per dimension of x (softplus-parameterised with floor `min_scale`, starting
+            at 1).
         min_scale: floor on a learned sigma.
     """
 
+    support = (-math.inf, math.inf)
+
     def __init__(self, event_shape, scale=1.0, min_scale=1e-3, **kwargs):
-        if scale != "learned" and not (isinstance(scale, (int, float)) and scale > 0):
+        if scale != "learned" and not (isinstance(scale, numbers.Real) and not isinstance(scale, bool)
+                                       and 0 < scale < math.inf):
             raise ValueError(f'`scale` must be a positive number or "learned". Received: scale={scale!r}')
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
@@ -157,15 +162,12 @@ class GaussianLikelihood(keras.layers.Layer):
         self.scale = scale if scale == "learned" else float(scale)
         self.min_scale = float(min_scale)
         if self.scale == "learned":
-            # softplus(0.5413) == 1.0: a learned scale starts at sigma = 1.
+            # softplus(raw) + min_scale == 1: a learned scale starts at sigma = 1.
             self.raw_scale = self.add_weight(
                 name="raw_scale",
                 shape=self.event_shape,
-                initializer=keras.initializers.Constant(math.log(math.expm1(1.0))),
+                initializer=keras.initializers.Constant(math.log(math.expm1(1.0 - self.min_scale))),
             )
-
-    params_per_dim = 1
-    support = (-math.inf, math.inf)
 
     def stddev(self):
         if self.scale == "learned":
@@ -191,7 +193,7 @@ class StandardNormalPrior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, **kwargs):
-        _check_positive_int("latent_dim", latent_dim)
+        latent_dim = _check_positive_int("latent_dim", latent_dim)
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.latent_dim = latent_dim

@@ -19,7 +19,7 @@ behind and an existing version is never overwritten.
 import os
 import re
 import shutil
-import tempfile
+import uuid
 
 import keras
 import tensorflow as tf
@@ -53,11 +53,12 @@ def export_saved_model(model, export_dir, model_name, version=None):
     target = os.path.join(base, str(version))
     if os.path.exists(target):
         raise FileExistsError(f"{target} already exists; SavedModel versions are never overwritten")
-    os.makedirs(base, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=base)
+    # Not tempfile.mkdtemp: its 0700 folder would keep TF Serving running as another user out.
+    staging = os.path.join(base, f".{version}.partial-{uuid.uuid4().hex}")
+    os.makedirs(staging)
     try:
         build_archive(model).write_out(staging, verbose=False)
-        os.rename(staging, target)  # atomic; fails rather than replace a version written meanwhile
+        os.rename(staging, target)  # atomic; fails if another writer has filled `target` meanwhile
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

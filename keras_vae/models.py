@@ -138,6 +138,11 @@ class VAE(keras.Model):
         """Per-example L_k, ELBO and reconstruction from k samples (`bounds.importance_sampled`)."""
         x = tf.cast(self._check_shape(x), tf.float32)
         seed = tf.constant([seed, 0], tf.int32) if isinstance(seed, int) else seed
+        return self._importance_sampled(x, num_samples, chunk_size, seed)
+
+    @tf.function(reduce_retracing=True)
+    def _importance_sampled(self, x, num_samples, chunk_size, seed):
+        # Compiled: called eagerly, the per-sample map_fn would run one Python step per sample.
         return bounds.importance_sampled(x, self.encode(x), self.prior.distribution(), self.decode, num_samples,
                                          seed=seed, chunk_size=chunk_size)
 

@@ -231,6 +231,13 @@ def test_train_empty_data_dir(tmp_path):
     assert os.listdir(empty) == []
 
 
+def test_train_refuses_to_overwrite_a_finished_run(trained):
+    before = tree_digest(trained.model_dir)
+    result = run_app("train", *TINY, f"--model_dir={trained.model_dir}", "--export_dir=")
+    assert_one_line_error(result, "train: error:", "holds a finished run")
+    assert tree_digest(trained.model_dir) == before
+
+
 # ------------------------------------------------------------------ apps.evaluate
 def test_evaluate_report(evaluated, trained):
     assert set(EVAL_KEYS) <= set(evaluated)

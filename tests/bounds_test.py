@@ -138,10 +138,9 @@ def test_exact_posterior_elbo_equals_log_px(truth):
     np.testing.assert_allclose(iwae["iwae_bound"].numpy(), log_px, atol=1e-3)
     for k in (1, 25):
         np.testing.assert_allclose(model.iwae_bound(truth.x, k, seed=5).numpy(), log_px, atol=1e-3)
-    if hasattr(model, "importance_sampled"):
-        result = model.importance_sampled(truth.x, 10, chunk_size=4, seed=5)
-        np.testing.assert_allclose(result["elbo"].numpy(), log_px, atol=1e-3)
-        np.testing.assert_allclose(result["iwae_bound"].numpy(), log_px, atol=1e-3)
+    result = model.importance_sampled(truth.x, 10, chunk_size=4, seed=5)
+    np.testing.assert_allclose(result["elbo"].numpy(), log_px, atol=1e-3)
+    np.testing.assert_allclose(result["iwae_bound"].numpy(), log_px, atol=1e-3)
 
 
 def test_exact_posterior_elbo_with_analytic_kl(truth):
@@ -266,14 +265,13 @@ def test_bounds_iwae_bound_matches_numpy_weights(truth):
              - truth.log_q(truth.x, z, SHIFT, TRIL_SCALE))
     np.testing.assert_allclose(value, special.logsumexp(log_w, axis=0) - np.log(k), rtol=1e-5, atol=1e-4)
     # importance_sampled gives the ELBO and reconstruction from the same samples, for any chunking.
-    if hasattr(bounds, "importance_sampled"):
-        for chunk_size in (None, 5):
-            result = bounds.importance_sampled(tf.constant(truth.x), q, p, model.decode, k, seed=base,
-                                               chunk_size=chunk_size)
-            np.testing.assert_allclose(result["iwae_bound"].numpy(), value, rtol=1e-5, atol=1e-5)
-            np.testing.assert_allclose(result["elbo"].numpy(), log_w.mean(0), rtol=1e-5, atol=1e-4)
-            np.testing.assert_allclose(result["reconstruction"].numpy(), truth.log_px_given_z(truth.x, z).mean(0),
-                                       rtol=1e-5, atol=1e-4)
+    for chunk_size in (None, 5):
+        result = bounds.importance_sampled(tf.constant(truth.x), q, p, model.decode, k, seed=base,
+                                           chunk_size=chunk_size)
+        np.testing.assert_allclose(result["iwae_bound"].numpy(), value, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(result["elbo"].numpy(), log_w.mean(0), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(result["reconstruction"].numpy(), truth.log_px_given_z(truth.x, z).mean(0),
+                                   rtol=1e-5, atol=1e-4)
 
 
 # ---------------------------------------------------------------- KL paths

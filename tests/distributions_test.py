@@ -200,8 +200,8 @@ def test_gaussian_likelihood_learned_scale_matches_numpy():
     layer = GaussianLikelihood((2, 3), scale="learned", min_scale=1e-3)
     assert len(layer.trainable_weights) == 1
     assert tuple(layer.raw_scale.shape) == (2, 3)
-    # Starts at sigma = softplus(raw) + min_scale = 1 + min_scale.
-    np.testing.assert_allclose(layer.stddev().numpy(), np.full((2, 3), 1.0 + 1e-3), rtol=1e-5)
+    # Starts at sigma = softplus(raw) + min_scale = 1.
+    np.testing.assert_allclose(layer.stddev().numpy(), np.full((2, 3), 1.0), rtol=1e-5)
     raw = rng.normal(size=(2, 3)).astype(np.float32)
     layer.raw_scale.assign(raw)
     sigma = np_softplus(raw.astype(np.float64)) + 1e-3

@@ -159,8 +159,6 @@ def test_successful_export_leaves_no_staging_folder(served):
     assert _hidden_entries(base) == []
 
 
-@pytest.mark.xfail(strict=True, reason="export.py stages in tempfile.mkdtemp (mode 0700) and renames it into "
-                   "place, so the version folder ignores the umask and other users (TF Serving) cannot read it")
 def test_version_folder_permissions_follow_umask(served):
     path, _ = served
     umask = os.umask(0)
