@@ -140,8 +140,8 @@ def _load_mnist_like(name, data_dir):
         found = _read_folder(name, data_dir)
         if found is None:
             raise FileNotFoundError(
-                f"--data_dir={data_dir} holds no {name} data: expected {', '.join(_IDX_FILES['train'] + _IDX_FILES['test'])}"
-                f" or {_NPZ[name]}"
+                f"--data_dir={data_dir} holds no {name} data: expected {_IDX_FILES['train'][0]} and "
+                f"{_IDX_FILES['test'][0]}, or {_NPZ[name]}"
             )
         return found
     env_root = os.environ.get(ENV_VAR)
@@ -166,7 +166,7 @@ def _load_mnist_like(name, data_dir):
 
 def _read_folder(name, folder):
     """(train, test) from IDX .gz files or a Keras .npz in `folder`, or None if absent."""
-    if all(os.path.exists(os.path.join(folder, f)) for f in _IDX_FILES["train"][:1] + _IDX_FILES["test"][:1]):
+    if all(os.path.exists(os.path.join(folder, _IDX_FILES[split][0])) for split in ("train", "test")):
         return tuple(_scale(read_idx(os.path.join(folder, _IDX_FILES[s][0]))) for s in ("train", "test"))
     npz = os.path.join(folder, _NPZ[name])
     if os.path.exists(npz):

@@ -2,7 +2,6 @@
 
 import csv
 import glob
-import hashlib
 import json
 import math
 import os
@@ -17,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vae
+from helpers import tree_digest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--dataset=digits", "--epochs=2", "--latent_dim=2", "--hidden_units=16", "--batch_size=64"]
@@ -62,16 +62,6 @@ def read_history(model_dir):
 def read_flags(model_dir):
     with open(os.path.join(model_dir, "flags.cfg")) as f:
         return dict(line.strip()[2:].split("=", 1) for line in f if line.startswith("--"))
-
-
-def tree_digest(path):
-    digest = {}
-    for folder, _, files in os.walk(path):
-        for name in files:
-            full = os.path.join(folder, name)
-            with open(full, "rb") as f:
-                digest[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
-    return digest
 
 
 def scalars(event_file):

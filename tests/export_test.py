@@ -1,6 +1,5 @@
 """Tests for keras_vae.export: versioned SavedModel export, checked by loading it in a fresh process."""
 
-import hashlib
 import json
 import os
 import pathlib
@@ -13,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vae
+from helpers import tree_digest
 from keras_vae import export
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -44,17 +44,6 @@ print(json.dumps(out))
 
 def _model():
     return keras_vae.mlp_vae((8, 8, 1), 2, (16,), seed=0)
-
-
-def _tree_digest(path):
-    """{relative path: sha256} of every file under `path`."""
-    digest = {}
-    for folder, _, files in os.walk(path):
-        for name in files:
-            full = os.path.join(folder, name)
-            with open(full, "rb") as f:
-                digest[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
-    return digest
 
 
 def _hidden_entries(base):
@@ -100,10 +89,10 @@ def test_versions_count_up_and_are_never_overwritten(tmp_path, model):
     assert second == os.path.join(str(base), "m", "2")
     assert export.versions(str(base / "m")) == [1, 2]
 
-    before = _tree_digest(first)
+    before = tree_digest(first)
     with pytest.raises(FileExistsError, match="never overwritten"):
         export.export_saved_model(model, str(base), "m", version=1)
-    assert _tree_digest(first) == before
+    assert tree_digest(first) == before
     assert export.versions(str(base / "m")) == [1, 2]
     assert _hidden_entries(base / "m") == []
 
