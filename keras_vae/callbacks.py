@@ -55,17 +55,19 @@ def training_callbacks(model_dir, epochs, learning_rate, lr_schedule="constant",
     """
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"`lr_schedule` must be one of {LR_SCHEDULES}. Received: lr_schedule={lr_schedule!r}")
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "model.keras")),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
-        keras.callbacks.TerminateOnNaN(),
-    ]
+    callbacks = []
+    # Schedules first, so the loggers after them see this epoch's `learning_rate`.
     if lr_schedule != "constant":
         equal = lr_schedule == "burda_equal"
         callbacks.append(keras.callbacks.LearningRateScheduler(
             lambda epoch: burda_learning_rate(epoch, epochs, learning_rate, equal_stages=equal)))
     if kl_warmup_epochs:
         callbacks.append(KLWarmup(kl_warmup_epochs))
+    callbacks += [
+        keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "model.keras")),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+        keras.callbacks.TerminateOnNaN(),
+    ]
     return callbacks
