@@ -158,7 +158,9 @@ class VAE(keras.Model):
             loss = -tf.reduce_mean(terms["objective"])
             if self.losses:
                 loss += tf.add_n(self.losses)
-        gradients = tape.gradient(loss, self.trainable_variables)
+            # A LossScaleOptimizer (mixed_float16) scales here and unscales in `apply`.
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._update_metrics(terms, loss)
 
