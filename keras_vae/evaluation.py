@@ -46,7 +46,7 @@ def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_si
                 "elbo": large["elbo"], "reconstruction": large["reconstruction"], "kl": kl}
 
     sums = {}
-    progress = keras.utils.Progbar(len(x), unit_name="example", verbose=verbose)
+    progress = keras.utils.Progbar(len(x), unit_name="example", verbose=verbose, stateful_metrics=["nll"])
     for start in range(0, len(x), batch_size):
         out = step(tf.constant(x[start : start + batch_size], tf.float32), tf.constant(start, tf.int32))
         for key, value in out.items():
