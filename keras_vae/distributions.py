@@ -6,7 +6,7 @@ them. Every distribution is built in float32 whatever the layer's input dtype, s
 precision networks can feed them, and every `log_prob` gives one value per example
 (`tfd.Independent` / multivariate families over the event shape).
 
-`tfp.layers` are Keras 2 layers and Keras 3 rejects them; these are their Keras 3
+TFP's own Keras layers are Keras 2 layers, which Keras 3 rejects; these are their Keras 3
 replacements for the VAE's needs.
 """
 

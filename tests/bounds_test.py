@@ -229,7 +229,7 @@ def test_model_iwae_bound_large_k_estimates_log_px(truth):
     model = build_vae(truth, shift=SHIFT, tril_scale=TRIL_SCALE)
     log_px = truth.log_px(truth.x)
     err_1 = np.stack([model.iwae_bound(truth.x, 1, seed=s).numpy() - log_px for s in range(8)])
-    # Eager iwae_bound draws its samples one by one in Python; trace it for k = 1000.
+    # Called directly or inside a tf.function, iwae_bound gives the same numbers.
     x = tf.constant(truth.x)
     eager = model.iwae_bound(x, 20, chunk_size=8, seed=0).numpy()
     traced = tf.function(lambda x: model.iwae_bound(x, 20, chunk_size=8, seed=0))(x).numpy()
