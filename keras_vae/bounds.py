@@ -52,13 +52,17 @@ def log_mean_exp(x, axis=0):
     return tf.reduce_logsumexp(x, axis=axis) - tf.math.log(n)
 
 
+def closed_form_kl(q, p):
+    """`tfd.kl_divergence(q, p)` if a closed form is registered for the pair, else None."""
+    try:
+        return tfd.kl_divergence(q, p)
+    except NotImplementedError:
+        return None
+
+
 def has_analytic_kl(q, p):
     """True if `tfd.kl_divergence(q, p)` has a registered closed form."""
-    try:
-        tfd.kl_divergence(q, p)
-    except NotImplementedError:
-        return False
-    return True
+    return closed_form_kl(q, p) is not None
 
 
 def kl_divergence(q, p, z=None, log_qz=None, log_pz=None):
@@ -100,9 +104,8 @@ def bound_terms(x, posterior, prior, decode, *, num_samples=1, seed=None, analyt
     z = posterior.sample(num_samples, seed=seed)
     log_px_z = decode(z).log_prob(x)
     log_qz, log_pz = posterior.log_prob(z), prior.log_prob(z)
-    if analytic_kl and has_analytic_kl(posterior, prior):
-        kl = kl_divergence(posterior, prior)
-    else:
+    kl = closed_form_kl(posterior, prior) if analytic_kl else None
+    if kl is None:
         kl = kl_divergence(posterior, prior, z, log_qz, log_pz)
     reconstruction = tf.reduce_mean(log_px_z, axis=0)
     terms = {"reconstruction": reconstruction, "kl": kl, "elbo": reconstruction - kl}

@@ -115,8 +115,7 @@ class VAE(keras.Model):
 
     def sample(self, num, seed=None, mean=True):
         """`num` draws from the model: z ~ p(z), then the mean of p(x|z) (or a draw if not `mean`)."""
-        seed = self._next_seed() if seed is None else tf.constant([seed, 0], tf.int32)
-        z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(self._seed(seed), 2))
         likelihood = self.decode(self.prior.distribution().sample(num, seed=z_seed))
         return likelihood.mean() if mean else likelihood.sample(seed=x_seed)
 
@@ -128,7 +127,7 @@ class VAE(keras.Model):
             self.prior.distribution(),
             self.decode,
             num_samples=num_samples or self.num_samples,
-            seed=self._next_seed() if seed is None else seed,
+            seed=self._seed(seed),
             analytic_kl=self.analytic_kl,
             beta=self.kl_weight,
             objective=objective or self.objective,
@@ -137,8 +136,7 @@ class VAE(keras.Model):
     def importance_sampled(self, x, num_samples, chunk_size=None, seed=0):
         """Per-example L_k, ELBO and reconstruction from k samples (`bounds.importance_sampled`)."""
         x = tf.cast(self._check_shape(x), tf.float32)
-        seed = tf.constant([seed, 0], tf.int32) if isinstance(seed, int) else seed
-        return self._importance_sampled(x, num_samples, chunk_size, seed)
+        return self._importance_sampled(x, num_samples, chunk_size, self._seed(seed))
 
     @tf.function(reduce_retracing=True)
     def _importance_sampled(self, x, num_samples, chunk_size, seed):
@@ -155,9 +153,7 @@ class VAE(keras.Model):
         x = self._unpack(data)
         with tf.GradientTape() as tape:
             terms = self.compute_terms(x)
-            loss = -tf.reduce_mean(terms["objective"])
-            if self.losses:
-                loss += tf.add_n(self.losses)
+            loss = self._loss(terms)
             # A LossScaleOptimizer (mixed_float16) scales here and unscales in `apply`.
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
@@ -167,10 +163,12 @@ class VAE(keras.Model):
     def test_step(self, data):
         x = self._unpack(data)
         terms = self.compute_terms(x)
+        return self._update_metrics(terms, self._loss(terms))
+
+    def _loss(self, terms):
+        """Mean negative objective per example, plus any regularization losses of the networks."""
         loss = -tf.reduce_mean(terms["objective"])
-        if self.losses:
-            loss += tf.add_n(self.losses)
-        return self._update_metrics(terms, loss)
+        return loss + tf.add_n(self.losses) if self.losses else loss
 
     def _update_metrics(self, terms, loss):
         batch_size = tf.cast(tf.shape(terms["elbo"])[0], tf.float32)
@@ -229,8 +227,13 @@ class VAE(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return x
 
-    def _next_seed(self):
-        return tf.cast(self._seed_generator.next(), tf.int32)
+    def _seed(self, seed=None):
+        """A stateless seed: the model's next one for None, [seed, 0] for an int, else as given."""
+        if seed is None:
+            return tf.cast(self._seed_generator.next(), tf.int32)
+        if isinstance(seed, int):
+            return tf.constant([seed, 0], tf.int32)
+        return seed
 
     # ------------------------------------------------------------------ serialization
     def get_config(self):
