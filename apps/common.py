@@ -1,15 +1,20 @@
-"""Flags and helpers shared by the apps: the dataset flags, one-line errors, flagfiles."""
+"""Flags and helpers shared by the apps: the run folder and dataset flags, one-line errors, flagfiles."""
 
 import contextlib
+import csv
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 from absl import flags, logging  # noqa: E402
 
 from keras_vae import data  # noqa: E402
 
+MODEL_DIR = flags.DEFINE_string(
+    "model_dir", None, "Run folder: apps.train writes model.keras, flags.cfg, history.csv, logs and backup/ there; "
+    "apps.evaluate and apps.export read it.")
 DATASET = flags.DEFINE_enum("dataset", "digits", data.DATASETS, "Dataset; digits needs no download.")
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder holding the dataset's IDX .gz files or Keras .npz.")
 VALIDATION_SIZE = flags.DEFINE_integer(
@@ -52,3 +57,30 @@ def write_flagfile(path, module):
     lines = sorted(f.serialize() for f in key_flags if f.value is not None)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def run_flags(model_dir):
+    """The flags a training run in `model_dir` was started with (from its flags.cfg), as strings."""
+    path = os.path.join(model_dir, "flags.cfg")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return dict(line.strip()[2:].split("=", 1) for line in f if line.startswith("--") and "=" in line)
+
+
+def final_metrics(model_dir):
+    """The last epoch's row of the run's history.csv, as numbers ({} without one)."""
+    path = os.path.join(model_dir, "history.csv")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {name: float(value) for name, value in rows[-1].items()} if rows else {}
+
+
+def load_model(model_dir):
+    """`<model_dir>/model.keras`, or a FileNotFoundError saying what --model_dir should hold."""
+    path = os.path.join(model_dir, "model.keras")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No model at {path}: --model_dir must be a folder written by apps.train")
+    return keras.saving.load_model(path)

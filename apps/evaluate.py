@@ -14,13 +14,11 @@ import sys
 from absl import app, flags
 
 from apps import common  # first: quiets TensorFlow's C++ logging before it loads
-import keras
 import keras_vae  # noqa: F401  (registers the serializable classes)
 from keras_vae import evaluation
 
 flags.adopt_module_key_flags(common)
 
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Folder written by apps.train (model.keras, flags.cfg).")
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Where to write the results as JSON.")
 _IW_SAMPLES = flags.DEFINE_integer("iw_samples", 5000, "Importance samples for log p(x).", lower_bound=1)
 _BOUND_SAMPLES = flags.DEFINE_integer("bound_samples", 50, "k of the reported IWAE bound L_k.", lower_bound=1)
@@ -35,11 +33,7 @@ _DATASET_FLAGS = ("dataset", "data_dir", "validation_size", "binarize", "seed")
 
 def _training_flags(model_dir):
     """Dataset flags of the training run, for those not given on this command line."""
-    path = os.path.join(model_dir, "flags.cfg")
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        trained = dict(line.strip().lstrip("-").split("=", 1) for line in f if line.startswith("--") and "=" in line)
+    trained = common.run_flags(model_dir)
     for name in _DATASET_FLAGS:
         if name in trained and not flags.FLAGS[name].present:
             flags.FLAGS[name].parse(trained[name])
@@ -50,16 +44,13 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     common.quiet_logs()
     with common.one_line_errors("evaluate"):
-        model_path = os.path.join(_MODEL_DIR.value, "model.keras")
-        if not os.path.exists(model_path):
-            raise FileNotFoundError(f"No model at {model_path}: --model_dir must be a folder written by apps.train")
-        _training_flags(_MODEL_DIR.value)
-        model = keras.saving.load_model(model_path)
+        model = common.load_model(common.MODEL_DIR.value)
+        _training_flags(common.MODEL_DIR.value)
         x = getattr(common.load_splits(), _SPLIT.value)[: _NUM_EXAMPLES.value]
         results = evaluation.report(model, x, iw_samples=_IW_SAMPLES.value, bound_samples=_BOUND_SAMPLES.value,
                                     batch_size=_BATCH_SIZE.value, chunk_size=_CHUNK_SIZE.value,
                                     seed=common.SEED.value, verbose=1 if sys.stdout.isatty() else 2)
-    results = {"model_dir": _MODEL_DIR.value, "dataset": common.DATASET.value, "split": _SPLIT.value, **results}
+    results = {"model_dir": common.MODEL_DIR.value, "dataset": common.DATASET.value, "split": _SPLIT.value, **results}
     width = max(map(len, results))
     for key, value in results.items():
         print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")

@@ -5,7 +5,8 @@
 
 Writes `<model_dir>/model.keras` (every epoch and at the end), TensorBoard logs in
 `<model_dir>/logs`, `<model_dir>/history.csv`, `<model_dir>/flags.cfg` (a flagfile that
-reproduces the run), PNGs of samples, reconstructions and learning curves, and `<export_dir>/<model_name>/<version>/`. An interrupted run
+reproduces the run), PNGs of samples, reconstructions and learning curves, and a SavedModel
+in `<export_dir>/<model_name>/<version>/` (through `apps.export`). An interrupted run
 resumes from `<model_dir>/backup` when started again with the same flags.
 """
 
@@ -15,11 +16,13 @@ import sys
 from absl import app, flags
 
 from apps import common  # first: quiets TensorFlow's C++ logging before it loads
+from apps import export as export_app
 import keras
 import keras_vae
 from keras_vae import callbacks, data, plots
 
 flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(export_app)  # --export_dir, --model_name, --version, --score_samples
 
 _LATENT_DIM = flags.DEFINE_integer("latent_dim", 8, "Size of z.", lower_bound=1)
 _HIDDEN_UNITS = flags.DEFINE_list("hidden_units", ["128", "128"], "Encoder widths; the decoder mirrors them.")
@@ -46,9 +49,6 @@ _JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"
                                  "XLA-compile the train step (auto: on GPUs).")
 _STEPS_PER_EXECUTION = flags.DEFINE_integer("steps_per_execution", 1, "Train steps per compiled call.",
                                             lower_bound=1)
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Output folder: model.keras, logs, backup.")
-_EXPORT_DIR = flags.DEFINE_string("export_dir", "saved_models", "SavedModel base folder; empty to skip export.")
-_MODEL_NAME = flags.DEFINE_string("model_name", None, "Name under --export_dir (default vae_<dataset>).")
 
 
 @flags.validator("learning_rate", "must be positive")
@@ -95,7 +95,7 @@ def main(argv):
         )
         model.check_data(splits.train)
 
-    model_dir = _MODEL_DIR.value
+    model_dir = common.MODEL_DIR.value
     with common.one_line_errors("train"):
         if os.path.exists(os.path.join(model_dir, "model.keras")) and not os.path.isdir(
                 os.path.join(model_dir, "backup")):
@@ -125,10 +125,9 @@ def main(argv):
     plots.reconstructions(model, splits.test, os.path.join(model_dir, "reconstructions.png"))
     plots.learning_curves(history.history, os.path.join(model_dir, "learning_curves.png"))
     print(f"Saved {os.path.join(model_dir, 'model.keras')} and PNG plots in {model_dir}")
-    if _EXPORT_DIR.value:
+    if export_app.EXPORT_DIR.value:
         with common.one_line_errors("train"):
-            path = keras_vae.export.export_saved_model(model, _EXPORT_DIR.value,
-                                                       _MODEL_NAME.value or f"vae_{common.DATASET.value}")
+            path = export_app.export(model, model_dir)
         print(f"Exported SavedModel to {path}")
 
 

@@ -130,6 +130,11 @@ class BernoulliLikelihood(keras.layers.Layer):
         bernoulli = tfd.Bernoulli(logits=_float32(logits), dtype=tf.float32)
         return tfd.Independent(bernoulli, reinterpreted_batch_ndims=len(self.event_shape))
 
+    @staticmethod
+    def named_parameters(distribution):
+        """The parameters of a distribution this layer made, by the name a SavedModel gives them."""
+        return {"x_logits": distribution.distribution.logits}
+
     def get_config(self):
         return {**super().get_config(), "event_shape": self.event_shape}
 
@@ -178,6 +183,11 @@ class GaussianLikelihood(keras.layers.Layer):
         loc = _float32(loc)
         normal = tfd.Normal(loc, tf.broadcast_to(self.stddev(), tf.shape(loc)))
         return tfd.Independent(normal, reinterpreted_batch_ndims=len(self.event_shape))
+
+    @staticmethod
+    def named_parameters(distribution):
+        """The parameters of a distribution this layer made, by the name a SavedModel gives them."""
+        return {"x_scale": distribution.distribution.scale}
 
     def get_config(self):
         config = {"event_shape": self.event_shape, "scale": self.scale, "min_scale": self.min_scale}

@@ -1,28 +1,59 @@
 """SavedModel export for TF Serving: `<export_dir>/<model_name>/<version>/`.
 
-Signatures take and return plain float32 tensors (a distribution cannot cross a
-SavedModel signature), with a free batch dimension:
+The signatures are the export's public API. Inputs and outputs are float32 (int32 for
+`num_samples` and `seed`), the batch dimension is free and every output is named:
 
-| signature                  | input          | outputs                                   |
-| -------------------------- | -------------- | ----------------------------------------- |
-| `serving_default`, `serve` | `x` [B, ...]   | `reconstruction`: mean of p(x | z = E q)  |
-| `encode`                   | `x` [B, ...]   | `z_mean`, `z_stddev` of q(z|x)            |
-| `decode`                   | `z` [B, L]     | `x_mean`: mean of p(x|z)                  |
-| `elbo`                     | `x` [B, ...]   | per-example `elbo`, `reconstruction`, `kl` |
+| signature         | inputs                         | outputs                                                |
+| ----------------- | ------------------------------ | ------------------------------------------------------ |
+| `encode`          | `x` [B, *event]                | `z_mean`, `z_stddev` [B, L]: q(z|x)                     |
+| `decode`          | `z` [B, L]                     | `x_mean` [B, *event]: mean of p(x|z); its parameters,  |
+|                   |                                | `x_logits` (Bernoulli) or `x_scale` (Gaussian)         |
+| `reconstruct`     | `x` [B, *event]                | `x_mean`: mean of p(x | z = z_mean), `z_mean`          |
+| `sample`          | `num_samples`, `seed` (scalars) | `x_mean` [n, *event], `z` [n, L], z ~ p(z)            |
+| `score`           | `x` [B, *event]                | `elbo`, `log_likelihood` [B], nats                     |
+| `serving_default` | the same as `reconstruct`      |                                                        |
 
-`elbo` draws its z samples with a fixed seed, so the same x always gets the same score
-(useful for anomaly scoring). Versions are integers that only go up; a version is written
-to a hidden temporary folder and renamed into place, so a failed export leaves nothing
-behind and an existing version is never overwritten.
+`score` is an anomaly score: `log_likelihood` is the importance-sampled estimate of
+log p(x) (the bound L_k, with k = `score_samples` fixed at export) and `elbo` the mean log
+weight of the same k samples. Its samples use a fixed seed, so the same x always gets the
+same score; `sample` is likewise a function of its `seed`.
+
+Inputs are checked inside the graph, so a TF Serving client gets the message too: wrong
+rank or size, NaN or inf, values outside the likelihood's support (e.g. [0, 1] for a
+Bernoulli model), `num_samples` outside [1, MAX_SAMPLES] raise `InvalidArgumentError`
+saying what was expected. For that the input signatures leave the rank open; the expected
+shapes are in `assets.extra/keras_vae.json`, along with the model config, dataset,
+training metrics and versions. `assets.extra/tf_serving_warmup_requests` holds one
+request per signature, which TF Serving replays when it loads the model, so the first
+real request is not the slow one.
+
+Versions are integers that only go up. A version is written to a hidden folder and
+renamed into place, so a crash leaves no visible half version (TF Serving ignores names
+that are not integers) and an existing version is never overwritten.
 """
 
+import datetime
+import json
+import math
 import os
+import platform
 import re
 import shutil
 import uuid
 
 import keras
+import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
+
+DEFAULT_SIGNATURE = "reconstruct"
+SIGNATURES = ("encode", "decode", "reconstruct", "sample", "score")
+MAX_SAMPLES = 10_000  # cap on `sample`'s num_samples
+SCORE_SAMPLES = 100  # default k of `score`
+SCORE_CHUNK_SIZE = 250  # importance samples drawn at a time in `score`
+SCORE_SEED = 0
+METADATA_FILE = os.path.join("assets.extra", "keras_vae.json")
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 _VERSION = re.compile(r"^\d+$")
 
@@ -34,7 +65,7 @@ def versions(model_base):
     return sorted(int(v) for v in os.listdir(model_base) if _VERSION.match(v))
 
 
-def export_saved_model(model, export_dir, model_name, version=None):
+def export_saved_model(model, export_dir, model_name, version=None, score_samples=SCORE_SAMPLES, metadata=None):
     """Write `model` as a SavedModel under `<export_dir>/<model_name>/<version>/`; return that path.
 
     Args:
@@ -42,13 +73,18 @@ def export_saved_model(model, export_dir, model_name, version=None):
         export_dir: base folder TF Serving watches (e.g. `saved_models`).
         model_name: the model's name in TF Serving.
         version: positive integer; default one more than the highest existing version.
+        score_samples: importance samples k behind `score`'s `log_likelihood`.
+        metadata: extra JSON-serialisable entries for `assets.extra/keras_vae.json`
+            (the apps add `dataset` and `training_metrics`).
     """
-    if not model_name or os.sep in model_name or model_name.startswith("."):
+    if not model_name or not isinstance(model_name, str) or os.sep in model_name or model_name.startswith("."):
         raise ValueError(f"`model_name` must be a plain folder name. Received: model_name={model_name!r}")
+    if not isinstance(score_samples, int) or score_samples < 1:
+        raise ValueError(f"`score_samples` must be a positive integer. Received: score_samples={score_samples!r}")
     base = os.path.join(export_dir, model_name)
     existing = versions(base)
     version = (existing[-1] + 1 if existing else 1) if version is None else version
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"`version` must be a positive integer. Received: version={version!r}")
     target = os.path.join(base, str(version))
     if os.path.exists(target):
@@ -57,7 +93,12 @@ def export_saved_model(model, export_dir, model_name, version=None):
     staging = os.path.join(base, f".{version}.partial-{uuid.uuid4().hex}")
     os.makedirs(staging)
     try:
-        build_archive(model).write_out(staging, verbose=False)
+        build_archive(model, score_samples).write_out(staging, verbose=False)
+        os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
+        info = export_metadata(model, model_name, version, score_samples, metadata)
+        with open(os.path.join(staging, METADATA_FILE), "w") as f:
+            json.dump(info, f, indent=2, allow_nan=False)
+        write_warmup_requests(os.path.join(staging, WARMUP_FILE), model, model_name)
         os.rename(staging, target)  # atomic; fails if another writer has filled `target` meanwhile
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -65,30 +106,157 @@ def export_saved_model(model, export_dir, model_name, version=None):
     return target
 
 
-def build_archive(model):
+def build_archive(model, score_samples=SCORE_SAMPLES):
     """A `keras.export.ExportArchive` with the signatures in the module docstring."""
-    x_spec = tf.TensorSpec((None,) + tuple(model.input_event_shape), tf.float32, name="x")
-    z_spec = tf.TensorSpec((None, model.latent_dim), tf.float32, name="z")
-    eval_seed = tf.constant([0, 0], tf.int32)
+    event_shape, latent_dim = tuple(model.input_event_shape), model.latent_dim
+    support = _support(model)
 
-    def serve(x):
-        return {"reconstruction": model(x)}
+    def checked_x(x):
+        return _checked(x, "x", event_shape, support)
+
+    def reconstruct(x):
+        z_mean = model.encode(checked_x(x)).mean()
+        return _float32({"x_mean": model.decode(z_mean).mean(), "z_mean": z_mean})
 
     def encode(x):
-        q = model.encode(x)
-        return {"z_mean": q.mean(), "z_stddev": q.stddev()}
+        q = model.encode(checked_x(x))
+        return _float32({"z_mean": q.mean(), "z_stddev": q.stddev()})
 
     def decode(z):
-        return {"x_mean": model.decode(z).mean()}
+        likelihood = model.decode(_checked(z, "z", (latent_dim,)))
+        return _float32({"x_mean": likelihood.mean(), **model.likelihood.named_parameters(likelihood)})
 
-    def elbo(x):
-        terms = model.compute_terms(x, seed=eval_seed, objective="elbo")
-        return {name: terms[name] for name in ("elbo", "reconstruction", "kl")}
+    def sample(num_samples, seed):
+        num_samples = _checked_scalar(num_samples, "num_samples", (1, MAX_SAMPLES))
+        seed = _checked_scalar(seed, "seed")
+        x_mean, z = model.sample(num_samples, seed=tf.stack([seed, 0]), return_latents=True)
+        return _float32({"x_mean": x_mean, "z": z})
 
+    def score(x):
+        terms = model.importance_sampled(checked_x(x), score_samples, SCORE_CHUNK_SIZE, seed=SCORE_SEED)
+        return _float32({"elbo": terms["elbo"], "log_likelihood": terms["iwae_bound"]})
+
+    x_spec = tf.TensorSpec(None, tf.float32, name="x")
+    endpoints = {
+        "reconstruct": (reconstruct, [x_spec]),  # the first endpoint also becomes `serving_default`
+        "encode": (encode, [x_spec]),
+        "decode": (decode, [tf.TensorSpec(None, tf.float32, name="z")]),
+        "sample": (sample, [tf.TensorSpec(None, tf.int32, name="num_samples"),
+                            tf.TensorSpec(None, tf.int32, name="seed")]),
+        "score": (score, [x_spec]),
+    }
     archive = keras.export.ExportArchive()
     archive.track(model)
-    # The first endpoint also becomes `serving_default`.
-    for name, fn, spec in (("serve", serve, x_spec), ("encode", encode, x_spec),
-                           ("decode", decode, z_spec), ("elbo", elbo, x_spec)):
-        archive.add_endpoint(name, fn, input_signature=[spec])
+    for name, (fn, signature) in endpoints.items():
+        archive.add_endpoint(name, fn, input_signature=signature)
     return archive
+
+
+def export_metadata(model, model_name, version, score_samples, extra=None):
+    """What `assets.extra/keras_vae.json` records about an export."""
+    import keras_vae  # noqa: PLC0415  (the package imports this module)
+
+    low, high = _support(model) or (None, None)
+    return {
+        "model_name": model_name,
+        "version": version,
+        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "signatures": list(SIGNATURES),
+        "serving_default": DEFAULT_SIGNATURE,
+        "input_shape": [None, *model.input_event_shape],
+        "latent_dim": model.latent_dim,
+        "likelihood": type(model.likelihood).__name__,
+        "input_range": [low, high],
+        "score_samples": score_samples,
+        "max_samples": MAX_SAMPLES,
+        **(extra or {}),
+        "versions": {
+            "keras_vae": keras_vae.__version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "tensorflow_probability": tfp.__version__,
+            "python": platform.python_version(),
+        },
+        "model_config": json.loads(json.dumps(model.get_config(), default=str)),
+    }
+
+
+def warmup_inputs(model):
+    """One small, valid input per signature (also for `serving_default`), as numpy arrays."""
+    x = np.zeros((1, *model.input_event_shape), np.float32)  # zeros lie in every likelihood's support
+    z = np.zeros((1, model.latent_dim), np.float32)
+    inputs = {"encode": {"x": x}, "decode": {"z": z}, "reconstruct": {"x": x},
+              "sample": {"num_samples": np.int32(1), "seed": np.int32(0)}, "score": {"x": x}}
+    return {"serving_default": inputs[DEFAULT_SIGNATURE], **inputs}
+
+
+def write_warmup_requests(path, model, model_name):
+    """TF Serving's warm-up file: a TFRecord of `PredictionLog`s, one `PredictRequest` per signature."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2  # noqa: PLC0415
+
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature, inputs in warmup_inputs(model).items():
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+# ------------------------------------------------------------------ in-graph input checks
+def _support(model):
+    """(low, high) of the likelihood's support when it is bounded, else None."""
+    low, high = getattr(model.likelihood, "support", (-math.inf, math.inf))
+    return (low, high) if math.isfinite(low) or math.isfinite(high) else None
+
+
+def _checked(tensor, name, event_shape, support=None):
+    """`tensor` as [batch >= 1, *event_shape], checked by assertions that raise `InvalidArgumentError`.
+
+    An op that fails on a malformed tensor could report its own, less helpful error before
+    the assertion runs, so the tensor passed on is reshaped in a way that cannot fail
+    (padded to whole examples, at least one); for valid input it is unchanged.
+    """
+    rank, size = len(event_shape) + 1, math.prod(event_shape)
+    # The shape, padded or cut to `rank` entries, so the comparison is defined for any rank.
+    shape = tf.concat([tf.shape(tensor), tf.zeros([rank], tf.int32)], axis=0)[:rank]
+    shape_ok = tf.equal(tf.rank(tensor), rank) & tf.reduce_all(tf.equal(shape[1:], event_shape)) & (shape[0] > 0)
+    checks = [tf.debugging.Assert(shape_ok, [
+        f"`{name}` must have shape [batch, {', '.join(map(str, event_shape))}] with batch >= 1; received shape",
+        tf.shape(tensor)])]
+    flat = tf.reshape(tensor, [-1])
+    length = tf.size(flat)
+    flat = tf.pad(flat, [[0, tf.maximum(size, length + (-length) % size) - length]])
+    tensor = tf.reshape(flat, [-1, *event_shape])
+    checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(tensor)),
+                                      [f"`{name}` must be finite; received NaN or inf"]))
+    if support is not None:
+        low, high = support
+        checks.append(tf.debugging.Assert(tf.reduce_all((tensor >= low) & (tensor <= high)), [
+            f"`{name}` must lie in [{low}, {high}] for this likelihood; received values from",
+            tf.reduce_min(tensor), "to", tf.reduce_max(tensor)]))
+    with tf.control_dependencies(checks):
+        return tf.identity(tensor)
+
+
+def _checked_scalar(value, name, bounds=None):
+    """`value` as a scalar within `bounds`, checked by assertions that raise `InvalidArgumentError`.
+
+    As in `_checked`, what is passed on cannot make a later op fail: the first entry (or 0)
+    of a non-scalar, clipped to `bounds`.
+    """
+    checks = [tf.debugging.Assert(tf.equal(tf.rank(value), 0),
+                                  [f"`{name}` must be a scalar; received shape", tf.shape(value)])]
+    first = tf.reshape(tf.pad(tf.reshape(value, [-1]), [[0, 1]])[:1], [])
+    if bounds is not None:
+        low, high = bounds
+        checks.append(tf.debugging.Assert((first >= low) & (first <= high),
+                                          [f"`{name}` must be in [{low}, {high}]; received", first]))
+        first = tf.clip_by_value(first, low, high)
+    with tf.control_dependencies(checks):
+        return tf.identity(first)
+
+
+def _float32(outputs):
+    return {name: tf.cast(value, tf.float32) for name, value in outputs.items()}

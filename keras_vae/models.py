@@ -113,11 +113,16 @@ class VAE(keras.Model):
         """Reconstruction mean E[x | z = mean of q(z|x)]: what `predict` returns."""
         return self.decode(self.encode(x).mean()).mean()
 
-    def sample(self, num, seed=None, mean=True):
-        """`num` draws from the model: z ~ p(z), then the mean of p(x|z) (or a draw if not `mean`)."""
+    def sample(self, num, seed=None, mean=True, return_latents=False):
+        """`num` draws from the model: z ~ p(z), then the mean of p(x|z) (or a draw if not `mean`).
+
+        Returns x, or `(x, z)` with `return_latents`. The same seed gives the same draws.
+        """
         z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(self._seed(seed), 2))
-        likelihood = self.decode(self.prior.distribution().sample(num, seed=z_seed))
-        return likelihood.mean() if mean else likelihood.sample(seed=x_seed)
+        z = self.prior.distribution().sample(num, seed=z_seed)
+        likelihood = self.decode(z)
+        x = likelihood.mean() if mean else likelihood.sample(seed=x_seed)
+        return (x, z) if return_latents else x
 
     def compute_terms(self, x, num_samples=None, objective=None, seed=None):
         """Per-example `elbo`, `reconstruction`, `kl` and `objective` (see `bounds.bound_terms`)."""

@@ -228,6 +228,48 @@ def test_train_refuses_to_overwrite_a_finished_run(trained):
     assert tree_digest(trained.model_dir) == before
 
 
+# ------------------------------------------------------------------ apps.export
+def test_export_app_writes_the_next_version_with_run_metadata(trained, tmp_path):
+    export_dir = tmp_path / "served"
+    for version in ("1", "2"):
+        result = run_app("export", f"--model_dir={trained.model_dir}", f"--export_dir={export_dir}",
+                         "--score_samples=7")
+        assert_ok(result)
+        assert os.path.join(str(export_dir), "vae_digits", version) in result.stdout
+    assert sorted(os.listdir(export_dir / "vae_digits")) == ["1", "2"]
+    with open(export_dir / "vae_digits" / "2" / keras_vae.export.METADATA_FILE) as f:
+        info = json.load(f)
+    assert info["version"] == 2 and info["dataset"] == "digits" and info["score_samples"] == 7
+    last = read_history(trained.model_dir)[-1]
+    assert info["training_metrics"]["val_elbo"] == pytest.approx(float(last["val_elbo"]))
+    # The export serves the trained weights: encode matches the saved Keras model.
+    model = keras.saving.load_model(os.path.join(trained.model_dir, "model.keras"))
+    x = keras_vae.data.load("digits").test[:4]
+    loaded = tf.saved_model.load(str(export_dir / "vae_digits" / "2"))
+    z_mean = loaded.signatures["encode"](x=tf.constant(x))["z_mean"].numpy()
+    assert z_mean == pytest.approx(model.encode(x).mean().numpy(), abs=1e-5)
+
+
+def test_export_app_never_overwrites_a_version(trained):
+    before = tree_digest(trained.version_1)
+    result = run_app("export", f"--model_dir={trained.model_dir}", f"--export_dir={trained.export_dir}",
+                     "--version=1")
+    assert_one_line_error(result, "export: error:", "never overwritten")
+    assert tree_digest(trained.version_1) == before
+
+
+@pytest.mark.parametrize("args, fragments", [
+    ([], ["export: error:", "No model at", "--model_dir"]),
+    (["--version=0"], ["Flags parsing error", "--version"]),
+    (["--score_samples=0"], ["Flags parsing error", "--score_samples"]),
+], ids=["missing_model_dir", "version", "score_samples"])
+def test_export_app_bad_input_writes_nothing(tmp_path, args, fragments):
+    result = run_app("export", f"--model_dir={tmp_path / 'no_such_run'}", f"--export_dir={tmp_path / 'export'}",
+                     *args)
+    assert_one_line_error(result, *fragments)
+    assert os.listdir(tmp_path) == []
+
+
 # ------------------------------------------------------------------ apps.evaluate
 def test_evaluate_report(evaluated, trained):
     assert set(EVAL_KEYS) <= set(evaluated)

@@ -1,0 +1,57 @@
+"""Export a trained VAE as a SavedModel for TF Serving.
+
+    python -m apps.export --model_dir=runs/digits --export_dir=saved_models
+
+Loads `<model_dir>/model.keras` and writes `<export_dir>/<model_name>/<version>/`: the next
+integer version unless `--version` is given, never overwriting one. `apps.train` exports
+through `export()` below at the end of training. The signatures (`encode`, `decode`,
+`reconstruct`, `sample`, `score`, `serving_default`) are described in `keras_vae.export`.
+"""
+
+import os
+
+from absl import app, flags
+
+from apps import common  # first: quiets TensorFlow's C++ logging before it loads
+import keras_vae
+
+flags.adopt_module_key_flags(common)
+
+EXPORT_DIR = flags.DEFINE_string("export_dir", "saved_models",
+                                 "SavedModel base folder, the one TF Serving watches (apps.train: empty to skip).")
+MODEL_NAME = flags.DEFINE_string("model_name", None,
+                                 "Model name under --export_dir (default: the training run's, else vae_<dataset>).")
+VERSION = flags.DEFINE_integer("version", None, "Version to write (default: one above the highest present).",
+                               lower_bound=1)
+SCORE_SAMPLES = flags.DEFINE_integer(
+    "score_samples", keras_vae.export.SCORE_SAMPLES,
+    "Importance samples k behind the score signature's log_likelihood (fixed at export).", lower_bound=1)
+
+
+def export(model, model_dir):
+    """Export `model`, trained in `model_dir`, as the flags say; return the new version's path."""
+    trained = common.run_flags(model_dir)
+    dataset = trained.get("dataset", common.DATASET.value)
+    name = MODEL_NAME.value or trained.get("model_name") or f"vae_{dataset}"
+    metadata = {"dataset": dataset, "training_metrics": common.final_metrics(model_dir)}
+    return keras_vae.export.export_saved_model(model, EXPORT_DIR.value, name, version=VERSION.value,
+                                               score_samples=SCORE_SAMPLES.value, metadata=metadata)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    common.quiet_logs()
+    with common.one_line_errors("export"):
+        if not EXPORT_DIR.value:
+            raise ValueError("--export_dir must name a folder")
+        model = common.load_model(common.MODEL_DIR.value)
+        path = export(model, common.MODEL_DIR.value)
+    print(f"Exported SavedModel to {path}")
+    print(f"Signatures: {', '.join(keras_vae.export.SIGNATURES)}; serving_default = "
+          f"{keras_vae.export.DEFAULT_SIGNATURE}. Inspect with: saved_model_cli show --all --dir {os.path.abspath(path)}")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["model_dir"])
+    app.run(main)
