@@ -8,6 +8,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from absl import flags, logging  # noqa: E402
 
 from keras_vae import data  # noqa: E402
@@ -49,6 +50,8 @@ def one_line_errors(app_name):
         yield
     except (ValueError, OSError) as error:
         sys.exit(f"{app_name}: error: {error}")
+    except tf.errors.OpError as error:  # e.g. TensorFlow failing to write a file: its message, one line
+        sys.exit(f"{app_name}: error: {error.message.strip().splitlines()[0]}")
 
 
 def write_flagfile(path, module):

@@ -19,6 +19,7 @@ from apps import common  # first: quiets TensorFlow's C++ logging before it load
 from apps import export as export_app
 import keras
 import keras_vae
+import tensorflow as tf
 from keras_vae import callbacks, data, plots
 
 flags.adopt_module_key_flags(common)
@@ -49,6 +50,11 @@ _JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"
                                  "XLA-compile the train step (auto: on GPUs).")
 _STEPS_PER_EXECUTION = flags.DEFINE_integer("steps_per_execution", 1, "Train steps per compiled call.",
                                             lower_bound=1)
+_STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                              "tf.distribute strategy: default (one device); mirrored (all local GPUs); "
+                              "multi_worker (the cluster in TF_CONFIG). --batch_size is per replica.")
+_DETERMINISTIC = flags.DEFINE_boolean("deterministic", False,
+                                      "Enable TensorFlow op determinism: bit-identical reruns, some speed lost.")
 
 
 @flags.validator("learning_rate", "must be positive")
@@ -78,57 +84,90 @@ def _is_positive_float(text):
         return False
 
 
+def make_strategy(name):
+    """The `tf.distribute` strategy the --strategy flag names."""
+    if name == "mirrored":  # all local GPUs, else the CPU
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":  # the cluster and this task come from TF_CONFIG
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _worker_dir(strategy, model_dir):
+    """(folder this process writes to, whether it is the chief): other workers write to scratch."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return model_dir, True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief" or (not has_chief and (resolver.task_type, resolver.task_id) == ("worker", 0)):
+        return model_dir, True
+    return os.path.join(model_dir, f"{resolver.task_type}_{resolver.task_id}"), False
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     common.quiet_logs()
     with common.one_line_errors("train"):
         splits = common.load_splits()
+        if _DETERMINISTIC.value:
+            tf.config.experimental.enable_op_determinism()
         keras.config.set_dtype_policy(_MIXED_PRECISION.value)
         keras.utils.set_random_seed(common.SEED.value)
+        strategy = make_strategy(_STRATEGY.value)
+        model_dir, is_chief = _worker_dir(strategy, common.MODEL_DIR.value)
         scale = _LIKELIHOOD_SCALE.value
-        model = keras_vae.mlp_vae(
-            splits.input_shape, _LATENT_DIM.value, [int(u) for u in _HIDDEN_UNITS.value],
-            likelihood=_LIKELIHOOD.value, covariance=_COVARIANCE.value, activation=_ACTIVATION.value,
-            likelihood_scale=scale if scale == "learned" else float(scale),
-            beta=_BETA.value, num_samples=_NUM_SAMPLES.value, objective=_OBJECTIVE.value, seed=common.SEED.value,
-        )
+        with strategy.scope():
+            model = keras_vae.mlp_vae(
+                splits.input_shape, _LATENT_DIM.value, [int(u) for u in _HIDDEN_UNITS.value],
+                likelihood=_LIKELIHOOD.value, covariance=_COVARIANCE.value, activation=_ACTIVATION.value,
+                likelihood_scale=scale if scale == "learned" else float(scale), beta=_BETA.value,
+                num_samples=_NUM_SAMPLES.value, objective=_OBJECTIVE.value, seed=common.SEED.value,
+            )
+            model.compile(
+                optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),
+                jit_compile={"auto": "auto", "true": True, "false": False}[_JIT_COMPILE.value],
+                steps_per_execution=_STEPS_PER_EXECUTION.value,
+            )
         model.check_data(splits.train)
-
-    model_dir = common.MODEL_DIR.value
-    with common.one_line_errors("train"):
         if os.path.exists(os.path.join(model_dir, "model.keras")) and not os.path.isdir(
                 os.path.join(model_dir, "backup")):
             raise FileExistsError(f"--model_dir={model_dir} holds a finished run; choose a new --model_dir")
-    os.makedirs(model_dir, exist_ok=True)
-    common.write_flagfile(os.path.join(model_dir, "flags.cfg"), sys.modules[__name__])
-    model.compile(
-        optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),
-        jit_compile={"auto": "auto", "true": True, "false": False}[_JIT_COMPILE.value],
-        steps_per_execution=_STEPS_PER_EXECUTION.value,
-    )
-    batch, seed = _BATCH_SIZE.value, common.SEED.value
+        os.makedirs(model_dir, exist_ok=True)
+        common.write_flagfile(os.path.join(model_dir, "flags.cfg"), sys.modules[__name__])
+
+    # --batch_size is per replica; the datasets carry global batches, which fit splits.
+    batch, seed = _BATCH_SIZE.value * strategy.num_replicas_in_sync, common.SEED.value
     train = data.make_dataset(splits.train, batch, shuffle=True, binarize=splits.dynamic, seed=seed)
     validation = data.make_dataset(splits.validation, batch) if len(splits.validation) else None
-    history = model.fit(
-        train,
-        validation_data=validation,
-        epochs=_EPOCHS.value,
-        shuffle=False,  # the dataset shuffles itself, with the run's seed
-        callbacks=callbacks.training_callbacks(
-            model_dir, epochs=_EPOCHS.value, learning_rate=_LEARNING_RATE.value,
-            lr_schedule=_LR_SCHEDULE.value, kl_warmup_epochs=_KL_WARMUP_EPOCHS.value),
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
-    model.save(os.path.join(model_dir, "model.keras"))
-    plots.samples(model, os.path.join(model_dir, "samples.png"), seed=common.SEED.value)
-    plots.reconstructions(model, splits.test, os.path.join(model_dir, "reconstructions.png"))
-    plots.learning_curves(history.history, os.path.join(model_dir, "learning_curves.png"))
-    print(f"Saved {os.path.join(model_dir, 'model.keras')} and PNG plots in {model_dir}")
-    if export_app.EXPORT_DIR.value:
-        with common.one_line_errors("train"):
+    try:
+        history = model.fit(
+            train,
+            validation_data=validation,
+            epochs=_EPOCHS.value,
+            shuffle=False,  # the dataset shuffles itself, with the run's seed
+            callbacks=callbacks.training_callbacks(
+                model_dir, epochs=_EPOCHS.value, learning_rate=_LEARNING_RATE.value,
+                lr_schedule=_LR_SCHEDULE.value, kl_warmup_epochs=_KL_WARMUP_EPOCHS.value),
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+    except callbacks.TrainingInterrupted as interrupted:
+        print(f"train: {interrupted}; run the same command to resume", file=sys.stderr)
+        sys.exit(128 + interrupted.signum)
+    except callbacks.NonFiniteLossError as error:
+        kept = ("the last good epoch is kept in " + os.path.join(model_dir, "backup")
+                if os.path.isdir(os.path.join(model_dir, "backup")) else "no epoch had finished")
+        sys.exit(f"train: error: {error}; {kept}; nothing exported. Try a lower --learning_rate.")
+
+    with common.one_line_errors("train"):
+        model.save(os.path.join(model_dir, "model.keras"))
+        plots.samples(model, os.path.join(model_dir, "samples.png"), seed=common.SEED.value)
+        plots.reconstructions(model, splits.test, os.path.join(model_dir, "reconstructions.png"))
+        plots.learning_curves(history.history, os.path.join(model_dir, "learning_curves.png"))
+        print(f"Saved {os.path.join(model_dir, 'model.keras')} and PNG plots in {model_dir}")
+        if export_app.EXPORT_DIR.value and is_chief:
             path = export_app.export(model, model_dir)
-        print(f"Exported SavedModel to {path}")
+            print(f"Exported SavedModel to {path}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ MNIST-like data is looked for, in order, in `data_dir` (the folder holding that
 dataset's files), in `$KERAS_VAE_DATA_DIR/<mnist|fashion-mnist>/`, in the Keras cache
 (`~/.keras/datasets`), and last through a `keras.datasets` download.
 
+Files that are there but malformed (cut short, not gzip, a wrong IDX header, a damaged or
+unexpected .npz, image and label files that disagree, no examples) raise a one-line
+ValueError naming the file and what was expected; missing or unreadable files raise OSError.
+
 Binarization follows the literature: `"static"` draws one Bernoulli sample per pixel for
 every split, once, with a fixed seed; `"dynamic"` does that for validation and test only
 and leaves training intensities to `make_dataset(..., binarize=True)`, which draws a fresh
@@ -18,7 +22,10 @@ sample for every batch.
 
 import dataclasses
 import gzip
+import math
 import os
+import zipfile
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +40,8 @@ _IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 _NPZ = {"mnist": "mnist.npz", "fashion_mnist": "fashion_mnist.npz"}
+# IDX magic numbers: 0x00 0x00, 0x08 (unsigned bytes), number of dimensions.
+_IMAGES, _LABELS = 0x00000803, 0x00000801
 # Seed of the one-off binarization of evaluation splits, so test sets are comparable.
 EVAL_BINARIZATION_SEED = 123
 
@@ -165,29 +174,123 @@ def _load_mnist_like(name, data_dir):
 
 
 def _read_folder(name, folder):
-    """(train, test) from IDX .gz files or a Keras .npz in `folder`, or None if absent."""
-    if all(os.path.exists(os.path.join(folder, _IDX_FILES[split][0])) for split in ("train", "test")):
-        return tuple(_scale(read_idx(os.path.join(folder, _IDX_FILES[s][0]))) for s in ("train", "test"))
+    """(train, test) from IDX .gz files or a Keras .npz in `folder`, or None if absent.
+
+    Files that are there but malformed raise a one-line ValueError naming the file.
+    """
+    idx = {split: [os.path.join(folder, file) for file in _IDX_FILES[split]] for split in ("train", "test")}
     npz = os.path.join(folder, _NPZ[name])
-    if os.path.exists(npz):
-        with np.load(npz) as f:
-            return _scale(f["x_train"]), _scale(f["x_test"])
-    return None
+    if all(os.path.exists(idx[split][0]) for split in ("train", "test")):
+        train, test = (_read_idx_split(*idx[split]) for split in ("train", "test"))
+    elif os.path.exists(npz):
+        train, test = _read_npz(npz, name)
+    else:
+        return None
+    if train.shape[1:] != test.shape[1:]:
+        raise ValueError(
+            f"The {name} files in {folder} do not match: training images are {train.shape[1:]}, test images "
+            f"{test.shape[1:]}; expected both splits of one dataset"
+        )
+    return _scale(train), _scale(test)
 
 
 def read_idx(path):
-    """Read an IDX file (optionally gzipped) into a numpy array."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    """Read an unsigned-byte IDX file (gzipped if the name ends in `.gz`) into a uint8 numpy array.
+
+    An IDX file is a magic number `0x000008NN` (`08`: unsigned bytes, `NN`: number of
+    dimensions; 2049 for label files, 2051 for image files), NN big-endian 32-bit sizes and
+    then exactly prod(sizes) bytes. Raises a one-line ValueError naming `path` if the file is
+    not gzip (or is cut short), or if its header disagrees with its data; OSError if it
+    cannot be opened.
+    """
+    return _read_idx(path)
+
+
+def _read_idx(path, magic=None):
+    """`read_idx`, also requiring the magic number `magic` (`_IMAGES` or `_LABELS`) if given."""
+    raw = _read_bytes(path)
+    found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if found is None or (found != magic if magic else found >> 8 != 0x08 or not 1 <= found & 0xFF <= 32):
+        expected = (f"{magic} (0x{magic:08x})" if magic
+                    else "0x000008NN, NN = 1 to 32 dimensions (2049 for labels, 2051 for images)")
+        found = f"a {len(raw)}-byte file" if found is None else f"{found} (0x{found:08x})"
+        kind = {_IMAGES: "image", _LABELS: "label"}.get(magic, "unsigned-byte")
+        raise ValueError(f"{path} is not an IDX {kind} file: expected magic number {expected}, found {found}")
     ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
-    if len(raw) - offset != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {dims}, found {len(raw) - offset} bytes of data")
+    if len(raw) < offset:
+        raise ValueError(f"{path} is truncated: its {ndim}-D IDX header needs {offset} bytes, found {len(raw)}")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected, found = math.prod(dims), len(raw) - offset
+    if found != expected:
+        problem = "is truncated" if found < expected else "has trailing bytes"
+        raise ValueError(f"{path} {problem}: its header says shape {dims}, so {expected} bytes of data; found {found}")
     return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
+
+
+def _read_bytes(path):
+    """The contents of `path`, gunzipped if it ends in `.gz`; a broken gzip stream is a ValueError."""
+    if not path.endswith(".gz"):
+        with open(path, "rb") as f:
+            return f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise ValueError(f"{path} is not a valid, complete gzip file ({error}); download it again") from error
+
+
+def _read_idx_split(images_path, labels_path):
+    """One split's images from IDX files, counted against the split's label file if there is one."""
+    images = _read_idx(images_path, _IMAGES)
+    labels = _read_idx(labels_path, _LABELS) if os.path.exists(labels_path) else None
+    _check_images(images_path, images, labels, labels_path)
+    return images
+
+
+def _read_npz(path, name):
+    """(x_train, x_test) from a `keras.datasets`-style .npz (y_train / y_test optional)."""
+    with open(path, "rb") as f:  # a missing or unreadable file stays an OSError; the rest is the content's fault
+        try:
+            if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # else np.load would try .npy and pickle
+                raise ValueError("no zip signature")
+            f.seek(0)
+            archive = np.load(f)  # allow_pickle=False: never runs code from the file
+            arrays = {key: archive[key] for key in ("x_train", "y_train", "x_test", "y_test") if key in archive}
+            found = archive.files
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, RuntimeError,
+                NotImplementedError) as error:  # what zipfile and np.load raise on damaged archives
+            raise ValueError(
+                f"{path} is not a readable .npz archive ({str(error) or type(error).__name__}); expected the "
+                f"keras.datasets.{name} file"
+            ) from error
+    missing = [key for key in ("x_train", "x_test") if key not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path} has no {' or '.join(missing)} array: expected x_train and x_test (optionally y_train and "
+            f"y_test) as in keras.datasets.{name}; found {found}"
+        )
+    for split in ("train", "test"):
+        _check_images(f"x_{split} in {path}", arrays[f"x_{split}"], arrays.get(f"y_{split}"), f"y_{split}")
+    return arrays["x_train"], arrays["x_test"]
+
+
+def _check_images(source, images, labels=None, labels_source=None):
+    """Raise ValueError unless `images` are N >= 1 images of H x W integer pixels in [0, 255],
+    with one label each if `labels` are given."""
+    if images.ndim != 3 or 0 in images.shape:
+        problem = "is empty" if images.ndim == 3 else f"is {images.ndim}-D"
+        raise ValueError(f"{source} {problem}: expected images of shape (N, H, W), N >= 1; found shape {images.shape}")
+    if not np.issubdtype(images.dtype, np.integer):
+        raise ValueError(f"{source} has dtype {images.dtype}: expected uint8 pixel values in [0, 255]")
+    low, high = images.min(), images.max()
+    if low < 0 or high > 255:
+        raise ValueError(f"{source} has pixel values in [{low}, {high}]: expected uint8 values in [0, 255]")
+    if labels is not None and labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"{source} holds {len(images)} images but {labels_source} has labels of shape {labels.shape}: expected "
+            f"one label per image, shape ({len(images)},)"
+        )
 
 
 def _scale(images):

@@ -159,8 +159,10 @@ class VAE(keras.Model):
         with tf.GradientTape() as tape:
             terms = self.compute_terms(x)
             loss = self._loss(terms)
+            # Under tf.distribute each replica sees 1/N of the global batch and `apply` sums
+            # the replicas' gradients, so dividing by N gives the gradient of the global mean.
             # A LossScaleOptimizer (mixed_float16) scales here and unscales in `apply`.
-            scaled_loss = self.optimizer.scale_loss(loss)
+            scaled_loss = self.optimizer.scale_loss(loss / tf.distribute.get_strategy().num_replicas_in_sync)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._update_metrics(terms, loss)
@@ -181,7 +183,12 @@ class VAE(keras.Model):
         for name, tracker in self._trackers.items():
             if name != "loss":
                 tracker.update_state(terms[name])
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        results = {name: tracker.result() for name, tracker in self._trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 averages step outputs across workers with reduce(..., axis=0), which
+            # fails on scalars (tensorflow/tensorflow#72388); a [1] vector reduces to the scalar.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def fit(self, x=None, y=None, *args, **kwargs):
         self.check_data(x)
@@ -199,14 +206,21 @@ class VAE(keras.Model):
 
     # ------------------------------------------------------------------ input checks
     def check_data(self, x):
-        """Raise ValueError unless array data x has the encoder's shape, is finite and in
-        the likelihood's support. Datasets and generators pass through unchecked."""
-        if not isinstance(x, (np.ndarray, tf.Tensor)):
+        """Raise ValueError unless array data x has the encoder's shape, a real number dtype,
+        finite values and values in the likelihood's support. Datasets and generators pass
+        through unchecked."""
+        if isinstance(x, (tf.Tensor, tf.Variable)):
+            dtype = x.dtype
+            if not (dtype.is_floating or dtype.is_integer) or dtype.is_complex:
+                raise ValueError(f"Expected numeric data. Received dtype {dtype.name}")
+            x = tf.cast(x, tf.float32).numpy() if dtype.is_floating else x.numpy()
+        elif isinstance(x, (np.ndarray, list)):
+            x = np.asarray(x)
+            if x.dtype.kind not in "fiu":  # real floats and integers (not bool, complex, timedelta, ...)
+                raise ValueError(f"Expected numeric data. Received dtype {x.dtype}")
+        else:
             return
-        x = np.asarray(x)
         self._check_shape(x)
-        if not np.issubdtype(x.dtype, np.number):
-            raise ValueError(f"Expected numeric data. Received dtype {x.dtype}")
         if not np.all(np.isfinite(x)):
             raise ValueError(f"Expected finite values; data has {int(np.sum(~np.isfinite(x)))} NaN or inf entries")
         low, high = getattr(self.likelihood, "support", (-math.inf, math.inf))
@@ -235,7 +249,11 @@ class VAE(keras.Model):
     def _seed(self, seed=None):
         """A stateless seed: the model's next one for None, [seed, 0] for an int, else as given."""
         if seed is None:
-            return tf.cast(self._seed_generator.next(), tf.int32)
+            seed = tf.cast(self._seed_generator.next(), tf.int32)
+            replica = tf.distribute.get_replica_context()
+            if replica is not None and replica.num_replicas_in_sync > 1:  # independent noise per replica
+                seed = tf.random.experimental.stateless_fold_in(seed, replica.replica_id_in_sync_group)
+            return seed
         if isinstance(seed, int):
             return tf.constant([seed, 0], tf.int32)
         return seed

@@ -1,6 +1,7 @@
 """Learning-rate schedules and a resumable training run."""
 
 import csv
+import json
 import os
 
 import keras
@@ -59,3 +60,33 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="`lr_schedule` must be one of"):
         callbacks.training_callbacks("/nonexistent", 3, 1e-3, lr_schedule="cosine")
+
+
+class _PoisonWeights(keras.callbacks.Callback):
+    """Fault injection: turn the model's weights into NaN when epoch `epoch` (0-based) begins."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            for weight in self.model.trainable_weights:
+                weight.assign(np.full(weight.shape, np.nan, np.float32))
+
+
+def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path):
+    x = keras_vae.data.load("digits").train[:256]
+    model = keras_vae.mlp_vae((8, 8, 1), 2, (16,), seed=0)
+    model.compile(optimizer="adam")
+    model_dir = str(tmp_path)
+    with pytest.raises(callbacks.NonFiniteLossError, match=r"loss became nan at epoch 3, batch 1"):
+        model.fit(x, batch_size=64, epochs=5, verbose=0,
+                  callbacks=[_PoisonWeights(2), *callbacks.training_callbacks(model_dir, 5, 1e-3)])
+    # The checkpoint and the backup are those of epoch 2, the last good one; both finite.
+    saved = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
+    assert all(np.all(np.isfinite(w)) for w in saved.get_weights())
+    with open(os.path.join(model_dir, "backup", "training_metadata.json")) as f:
+        assert json.load(f)["epoch"] == 2
+    with open(os.path.join(model_dir, "history.csv")) as f:
+        assert [row.split(",")[0] for row in f.read().split()[1:]] == ["0", "1"]

@@ -1,0 +1,1 @@
+"""Benchmarks for keras_vae: each prints JSON lines, one per measurement."""
