@@ -61,7 +61,9 @@ def read_history(model_dir):
 
 def read_flags(model_dir):
     with open(os.path.join(model_dir, "flags.cfg")) as f:
-        return dict(line.strip()[2:].split("=", 1) for line in f if line.startswith("--"))
+        lines = [line.strip()[2:] for line in f if line.startswith("--")]
+    # Boolean flags are written as --name or --noname.
+    return dict(line.split("=", 1) if "=" in line else (line, "") for line in lines)
 
 
 def scalars(event_file):
