@@ -202,7 +202,10 @@ def test_rerun_exports_a_new_version_and_keeps_the_old(trained, rerun):
     (["--learning_rate=0"], ["Flags parsing error", "--learning_rate", "must be positive"]),
     (["--objective=iwae", "--num_samples=1"], ["Flags parsing error", "num_samples > 1"]),
     (["--likelihood_scale=-1"], ["Flags parsing error", "--likelihood_scale", "positive number"]),
-], ids=["dataset", "epochs", "hidden_units", "learning_rate", "iwae_samples", "likelihood_scale"])
+    (["--strategy=tpu"], ["Flags parsing error", "--strategy", "mirrored"]),
+    (["--no_such_flag=1"], ["Flags parsing error", "no_such_flag"]),
+], ids=["dataset", "epochs", "hidden_units", "learning_rate", "iwae_samples", "likelihood_scale", "strategy",
+        "unknown"])
 def test_train_bad_flags(tmp_path, args, fragments):
     tiny = [flag for flag in TINY if flag.split("=")[0] not in {arg.split("=")[0] for arg in args}]
     result = run_app("train", *tiny, *args, f"--model_dir={tmp_path / 'model'}",
