@@ -198,8 +198,9 @@ class GaussianLikelihood(keras.layers.Layer):
 class StandardNormalPrior(keras.layers.Layer):
     """The prior p(z) = N(0, I_L) as a layer, so a model can swap in another prior.
 
-    A prior layer implements `distribution()` returning a `tfd.Distribution` with event
-    shape `[latent_dim]` and empty batch shape; it may own trainable weights.
+    A prior layer implements `distribution(model=None)` returning a `tfd.Distribution`
+    with event shape `[latent_dim]` and empty batch shape; it may own trainable weights.
+    `VAE` passes itself as `model`, for priors defined through the model's own encoder.
     """
 
     def __init__(self, latent_dim, **kwargs):
@@ -208,7 +209,7 @@ class StandardNormalPrior(keras.layers.Layer):
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
 
-    def distribution(self):
+    def distribution(self, model=None):
         return tfd.MultivariateNormalDiag(
             loc=tf.zeros([self.latent_dim], tf.float32), scale_diag=tf.ones([self.latent_dim], tf.float32)
         )

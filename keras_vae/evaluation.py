@@ -43,7 +43,7 @@ def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_si
         seed_ = tf.stack([tf.constant(seed, tf.int32), offset])
         large = model.importance_sampled(batch, iw_samples, chunk_size, seed_)
         small = model.importance_sampled(batch, bound_samples, chunk_size, seed_ + [0, 1])
-        kl = bounds.closed_form_kl(model.encode(batch), model.prior.distribution())
+        kl = bounds.closed_form_kl(model.encode(batch), model.prior_distribution())
         if kl is None:  # no closed form: the Monte Carlo KL of the same k samples
             kl = large["reconstruction"] - large["elbo"]
         return {"nll": -large["iwae_bound"], "bound": small["iwae_bound"],

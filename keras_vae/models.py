@@ -109,6 +109,10 @@ class VAE(keras.Model):
         params = tf.reshape(params, tf.concat([sample_shape, tf.shape(params)[1:]], axis=0))
         return self.likelihood(params)
 
+    def prior_distribution(self):
+        """p(z), from the prior layer; a prior built from the model (e.g. a VampPrior) gets it as `model`."""
+        return self.prior.distribution(model=self)
+
     def call(self, x, training=False):
         """Reconstruction mean E[x | z = mean of q(z|x)]: what `predict` returns."""
         return self.decode(self.encode(x).mean()).mean()
@@ -119,7 +123,7 @@ class VAE(keras.Model):
         Returns x, or `(x, z)` with `return_latents`. The same seed gives the same draws.
         """
         z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(self._seed(seed), 2))
-        z = self.prior.distribution().sample(num, seed=z_seed)
+        z = self.prior_distribution().sample(num, seed=z_seed)
         likelihood = self.decode(z)
         x = likelihood.mean() if mean else likelihood.sample(seed=x_seed)
         return (x, z) if return_latents else x
@@ -129,7 +133,7 @@ class VAE(keras.Model):
         return bounds.bound_terms(
             tf.cast(self._check_shape(x), tf.float32),
             self.encode(x),
-            self.prior.distribution(),
+            self.prior_distribution(),
             self.decode,
             num_samples=num_samples or self.num_samples,
             seed=self._seed(seed),
@@ -146,7 +150,7 @@ class VAE(keras.Model):
     @tf.function(reduce_retracing=True)
     def _importance_sampled(self, x, num_samples, chunk_size, seed):
         # Compiled: called eagerly, the per-sample map_fn would run one Python step per sample.
-        return bounds.importance_sampled(x, self.encode(x), self.prior.distribution(), self.decode, num_samples,
+        return bounds.importance_sampled(x, self.encode(x), self.prior_distribution(), self.decode, num_samples,
                                          seed=seed, chunk_size=chunk_size)
 
     def iwae_bound(self, x, num_samples, chunk_size=None, seed=0):
