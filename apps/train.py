@@ -10,6 +10,7 @@ in `<export_dir>/<model_name>/<version>/` (through `apps.export`). An interrupte
 resumes from `<model_dir>/backup` when started again with the same flags.
 """
 
+import functools
 import os
 import sys
 
@@ -26,7 +27,12 @@ flags.adopt_module_key_flags(common)
 flags.adopt_module_key_flags(export_app)  # --export_dir, --model_name, --version, --score_samples
 
 _LATENT_DIM = flags.DEFINE_integer("latent_dim", 8, "Size of z.", lower_bound=1)
+_ARCHITECTURE = flags.DEFINE_enum("architecture", "mlp", ["mlp", "conv"],
+                                  "mlp: Dense layers on flattened x; conv: stride-2 convolutions on images "
+                                  "(H, W, C), then --hidden_units Dense layers.")
 _HIDDEN_UNITS = flags.DEFINE_list("hidden_units", ["128", "128"], "Encoder widths; the decoder mirrors them.")
+_FILTERS = flags.DEFINE_list("filters", ["32", "64"], "--architecture=conv: filters of the encoder's stride-2 "
+                             "convolutions (H and W must divide by 2^len); the decoder mirrors them.")
 _ACTIVATION = flags.DEFINE_enum("activation", "relu", ["relu", "tanh", "elu", "gelu", "softplus"],
                                 "Hidden-layer activation.")
 _LIKELIHOOD = flags.DEFINE_enum("likelihood", "bernoulli", ["bernoulli", "gaussian"], "p(x|z) family.")
@@ -36,6 +42,11 @@ _COVARIANCE = flags.DEFINE_enum("covariance", "diagonal", ["diagonal", "full"], 
 _OBJECTIVE = flags.DEFINE_enum("objective", "elbo", ["elbo", "iwae"], "Training bound: ELBO or IWAE L_k.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "z samples per example (k).", lower_bound=1)
 _BETA = flags.DEFINE_float("beta", 1.0, "Weight on the KL term (beta-VAE).", lower_bound=0.0)
+_FREE_BITS = flags.DEFINE_float("free_bits", 0.0, "Per-dimension KL floor in nats (0: off), against posterior "
+                                 "collapse; ELBO objective, diagonal posterior.", lower_bound=0.0)
+_KL_CYCLE_EPOCHS = flags.DEFINE_integer("kl_cycle_epochs", 0, "Cyclical KL annealing: cycle length in epochs, the "
+                                        "weight ramping 0 -> beta over each cycle's first half (0: none).",
+                                        lower_bound=0)
 _KL_WARMUP_EPOCHS = flags.DEFINE_integer("kl_warmup_epochs", 0, "Epochs of linear KL warm-up (0: none).",
                                          lower_bound=0)
 _EPOCHS = flags.DEFINE_integer("epochs", 30, "Training epochs.", lower_bound=1)
@@ -65,6 +76,23 @@ def _positive(value):
 @flags.validator("hidden_units", "must be a comma-separated list of positive integers, e.g. 200,200")
 def _units(value):
     return all(u.isdigit() and int(u) > 0 for u in value)
+
+
+@flags.validator("filters", "must be a comma-separated list of positive integers, e.g. 32,64")
+def _filters(value):
+    return bool(value) and _units(value)
+
+
+@flags.multi_flags_validator(["kl_warmup_epochs", "kl_cycle_epochs"],
+                             "choose one KL schedule: --kl_warmup_epochs or --kl_cycle_epochs")
+def _one_kl_schedule(values):
+    return not (values["kl_warmup_epochs"] and values["kl_cycle_epochs"])
+
+
+@flags.multi_flags_validator(["free_bits", "objective", "covariance"],
+                             "--free_bits needs --objective=elbo and --covariance=diagonal")
+def _free_bits(values):
+    return not values["free_bits"] or (values["objective"] == "elbo" and values["covariance"] == "diagonal")
 
 
 @flags.validator("likelihood_scale", 'must be a positive number or "learned"')
@@ -118,11 +146,15 @@ def main(argv):
         model_dir, is_chief = _worker_dir(strategy, common.MODEL_DIR.value)
         scale = _LIKELIHOOD_SCALE.value
         with strategy.scope():
-            model = keras_vae.mlp_vae(
-                splits.input_shape, _LATENT_DIM.value, [int(u) for u in _HIDDEN_UNITS.value],
+            hidden_units = [int(u) for u in _HIDDEN_UNITS.value]
+            architecture = (functools.partial(keras_vae.conv_vae, filters=[int(f) for f in _FILTERS.value])
+                            if _ARCHITECTURE.value == "conv" else keras_vae.mlp_vae)
+            model = architecture(
+                splits.input_shape, _LATENT_DIM.value, hidden_units=hidden_units,
                 likelihood=_LIKELIHOOD.value, covariance=_COVARIANCE.value, activation=_ACTIVATION.value,
                 likelihood_scale=scale if scale == "learned" else float(scale), beta=_BETA.value,
                 num_samples=_NUM_SAMPLES.value, objective=_OBJECTIVE.value, seed=common.SEED.value,
+                free_bits=_FREE_BITS.value,
             )
             model.compile(
                 optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),
@@ -148,7 +180,8 @@ def main(argv):
             shuffle=False,  # the dataset shuffles itself, with the run's seed
             callbacks=callbacks.training_callbacks(
                 model_dir, epochs=_EPOCHS.value, learning_rate=_LEARNING_RATE.value,
-                lr_schedule=_LR_SCHEDULE.value, kl_warmup_epochs=_KL_WARMUP_EPOCHS.value),
+                lr_schedule=_LR_SCHEDULE.value, kl_warmup_epochs=_KL_WARMUP_EPOCHS.value,
+                kl_cycle_epochs=_KL_CYCLE_EPOCHS.value),
             verbose=1 if sys.stdout.isatty() else 2,
         )
     except callbacks.TrainingInterrupted as interrupted:

@@ -14,26 +14,38 @@ if keras.backend.backend() != "tensorflow":
     )
 
 from keras_vae import bounds, callbacks, data, distributions, evaluation, export, networks, plots  # noqa: E402
-from keras_vae.callbacks import KLWarmup  # noqa: E402
+from keras_vae.callbacks import KLCyclical, KLWarmup  # noqa: E402
 from keras_vae.distributions import (  # noqa: E402
     BernoulliLikelihood,
+    ContinuousBernoulliLikelihood,
+    DiscretizedLogistic,
+    DiscretizedLogisticLikelihood,
     GaussianLikelihood,
     GaussianPosterior,
+    MixtureOfGaussiansPrior,
     StandardNormalPrior,
+    VampPrior,
 )
-from keras_vae.models import VAE, mlp_vae  # noqa: E402
+from keras_vae.models import VAE, conv_vae, mlp_vae  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
     "BernoulliLikelihood",
+    "ContinuousBernoulliLikelihood",
+    "DiscretizedLogistic",
+    "DiscretizedLogisticLikelihood",
     "GaussianLikelihood",
     "GaussianPosterior",
+    "KLCyclical",
     "KLWarmup",
+    "MixtureOfGaussiansPrior",
     "StandardNormalPrior",
+    "VampPrior",
     "bounds",
     "callbacks",
+    "conv_vae",
     "data",
     "distributions",
     "evaluation",

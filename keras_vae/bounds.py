@@ -79,7 +79,7 @@ def kl_divergence(q, p, z=None, log_qz=None, log_pz=None):
 
 
 def bound_terms(x, posterior, prior, decode, *, num_samples=1, seed=None, analytic_kl=True,
-                beta=1.0, objective="elbo"):
+                beta=1.0, objective="elbo", free_bits=0.0):
     """ELBO terms, and the training objective, per example.
 
     Args:
@@ -93,6 +93,11 @@ def bound_terms(x, posterior, prior, decode, *, num_samples=1, seed=None, analyt
             the same z) when no closed form is registered for (posterior, prior).
         beta: weight on the KL term (or on log p(z) - log q(z|x) for `"iwae"`).
         objective: `"elbo"` (mean over the k samples) or `"iwae"` (L_k).
+        free_bits: λ >= 0, a floor on each latent dimension's KL in the `"elbo"` objective
+            (Kingma et al., 2016): the objective's batch mean is
+            mean(reconstruction) - beta * sum_d max(λ, mean_batch KL_d), so dimensions
+            below λ nats feel no pull towards the prior. Diagonal Gaussian q and p only.
+            The reported `kl` and `elbo` are unchanged.
 
     Returns:
         A dict of [B] tensors: `reconstruction` (mean log p(x|z)), `kl`, `elbo`
@@ -110,11 +115,22 @@ def bound_terms(x, posterior, prior, decode, *, num_samples=1, seed=None, analyt
     reconstruction = tf.reduce_mean(log_px_z, axis=0)
     terms = {"reconstruction": reconstruction, "kl": kl, "elbo": reconstruction - kl}
     if objective == "elbo":
-        terms["objective"] = reconstruction - beta * kl
+        terms["objective"] = reconstruction - beta * (kl if not free_bits else _free_bits_kl(posterior, prior, free_bits))
     else:
         terms["iwae_bound"] = log_mean_exp(log_px_z + log_pz - log_qz, axis=0)
         terms["objective"] = log_mean_exp(log_px_z + beta * (log_pz - log_qz), axis=0)
     return terms
+
+
+def _free_bits_kl(posterior, prior, free_bits):
+    """Per example, sum_d of KL_d where the batch mean of KL_d reaches `free_bits`, else `free_bits`."""
+    if not (isinstance(posterior, tfd.MultivariateNormalDiag) and isinstance(prior, tfd.MultivariateNormalDiag)):
+        raise ValueError("free bits need a diagonal Gaussian posterior and prior (per-dimension KL); received "
+                         f"{type(posterior).__name__} and {type(prior).__name__}")
+    per_dim = tfd.kl_divergence(tfd.Normal(posterior.mean(), posterior.stddev()),
+                                tfd.Normal(prior.mean(), prior.stddev()))  # [B, L]
+    above = tf.reduce_mean(per_dim, axis=0) >= free_bits
+    return tf.reduce_sum(tf.where(above, per_dim, tf.cast(free_bits, per_dim.dtype)), axis=-1)
 
 
 def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chunk_size=None):

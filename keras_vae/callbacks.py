@@ -35,6 +35,38 @@ class KLWarmup(keras.callbacks.Callback):
         self.model.kl_weight.assign(self.model.beta)
 
 
+class KLCyclical(keras.callbacks.Callback):
+    """Cyclical KL annealing (Fu et al., 2019): the warm-up of `KLWarmup`, repeated.
+
+    Training is split into cycles of `cycle_epochs`; in each, the KL weight rises
+    linearly from near 0 to the model's `beta` over the first `ramp_fraction` of the cycle,
+    then holds:
+
+    ```none
+    kl_weight(epoch) = beta * min(1, (epoch mod cycle_epochs + 1) / (ramp_fraction * cycle_epochs))
+    ```
+
+    Each restart lets the encoder put information back into z that an early, strong
+    KL pull would have switched off (posterior collapse).
+    """
+
+    def __init__(self, cycle_epochs, ramp_fraction=0.5):
+        if not isinstance(cycle_epochs, int) or cycle_epochs < 1:
+            raise ValueError(f"`cycle_epochs` must be a positive integer. Received: cycle_epochs={cycle_epochs!r}")
+        if not 0 < ramp_fraction <= 1:
+            raise ValueError(f"`ramp_fraction` must be in (0, 1]. Received: ramp_fraction={ramp_fraction!r}")
+        super().__init__()
+        self.cycle_epochs = cycle_epochs
+        self.ramp_fraction = float(ramp_fraction)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        position = epoch % self.cycle_epochs + 1
+        self.model.kl_weight.assign(self.model.beta * min(1.0, position / (self.ramp_fraction * self.cycle_epochs)))
+
+    def on_train_end(self, logs=None):
+        self.model.kl_weight.assign(self.model.beta)
+
+
 def burda_learning_rate(epoch, total_epochs, base=1e-3, equal_stages=False):
     """Burda et al.'s learning rates `base * 10^(-i/7)`, i = 0..7, over `total_epochs`.
 
@@ -142,7 +174,8 @@ class PreemptibleBackup(keras.callbacks.BackupAndRestore):
         self._handlers = {}
 
 
-def training_callbacks(model_dir, epochs, learning_rate, lr_schedule="constant", kl_warmup_epochs=0):
+def training_callbacks(model_dir, epochs, learning_rate, lr_schedule="constant", kl_warmup_epochs=0,
+                       kl_cycle_epochs=0):
     """Callbacks for a resumable run writing into `model_dir`.
 
     `model.keras` every epoch, TensorBoard logs in `logs/`, `history.csv`, and a backup
@@ -158,8 +191,12 @@ def training_callbacks(model_dir, epochs, learning_rate, lr_schedule="constant",
         equal = lr_schedule == "burda_equal"
         callbacks.append(keras.callbacks.LearningRateScheduler(
             lambda epoch: burda_learning_rate(epoch, epochs, learning_rate, equal_stages=equal)))
+    if kl_warmup_epochs and kl_cycle_epochs:
+        raise ValueError("Choose one KL schedule: a warm-up or cycles, not both")
     if kl_warmup_epochs:
         callbacks.append(KLWarmup(kl_warmup_epochs))
+    if kl_cycle_epochs:
+        callbacks.append(KLCyclical(kl_cycle_epochs))
     callbacks += [
         StopOnNonFiniteLoss(),  # before the savers, so a bad epoch is never saved
         PreemptibleBackup(os.path.join(model_dir, "backup")),
@@ -168,3 +205,77 @@ def training_callbacks(model_dir, epochs, learning_rate, lr_schedule="constant",
         keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
     ]
     return callbacks
+
+
+class ImageLogger(keras.callbacks.Callback):
+    """Write model samples and reconstructions to TensorBoard as images every `every` epochs.
+
+    Two image summaries go to `<log_dir>/images`, at step = the 0-based epoch (the step
+    of `keras.callbacks.TensorBoard`'s epoch scalars), after every `every`-th epoch, the
+    last epoch of `fit` and, if training stops early, the last epoch that ran:
+
+    - `samples`: one grid of `num` means of p(x|z), z ~ p(z), the same z every time
+      (drawn with `seed`), so that successive steps show the same samples sharpening;
+    - `reconstructions`: the first `num` examples of `x` (top row) above their
+      reconstruction means (bottom row).
+
+    Images are float32 in [0, 1] (clipped); flat examples of D values are shown as
+    sqrt(D) x sqrt(D) squares when D is a square (see `plots.as_images`).
+
+    Example:
+
+    ```python
+    model.fit(x_train, epochs=30, callbacks=[ImageLogger("runs/a/logs", x_val, every=5)])
+    ```
+    """
+
+    def __init__(self, log_dir, x, every=5, num=16, seed=0):
+        for name, value in (("every", every), ("num", num)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        if len(x) < 1:
+            raise ValueError(f"`x` must hold at least one example. Received shape {getattr(x, 'shape', len(x))}")
+        super().__init__()
+        self.log_dir = os.path.join(log_dir, "images")
+        self.x = x[:num]
+        self.every = every
+        self.num = num
+        self.seed = seed
+        self._writer = None
+        self._last_epoch = self._last_logged = None
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._last_epoch = self._last_logged = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.params.get("epochs"):
+            self._log(epoch)
+
+    def on_train_end(self, logs=None):
+        if self._last_epoch is not None and self._last_logged != self._last_epoch:
+            self._log(self._last_epoch)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _log(self, epoch):
+        import tensorflow as tf
+
+        from keras_vae import plots
+
+        def grid(images, columns):
+            tiled = plots.tile_images(images, columns)
+            return (tiled[..., None] if tiled.ndim == 2 else tiled)[None].astype("float32")  # [1, H, W, C]
+
+        samples = self.model.sample(self.num, seed=self.seed).numpy()
+        x = tf.convert_to_tensor(self.x, tf.float32)
+        pairs = tf.concat([x, tf.cast(self.model(x, training=False), tf.float32)], axis=0).numpy()
+        with self._writer.as_default():
+            tf.summary.image("samples", grid(samples, None), step=epoch)
+            tf.summary.image("reconstructions", grid(pairs, len(self.x)), step=epoch)
+        self._writer.flush()
+        self._last_logged = epoch

@@ -4,6 +4,7 @@
 test_nll       = -mean_x L_K(x), K large (5000): the importance-sampled estimate of -log p(x)
 bits_per_dim   = test_nll / (D ln 2)
 active_units   = #{j : Var_x(E_q(z|x)[z_j]) > 0.01}          (Burda et al., section 5.2)
+collapsed dims = {j : mean_x KL(q(z_j|x) || N(0, 1)) < 0.01 nats and j inactive}   (`posterior_collapse_report`)
 ```
 """
 
@@ -12,16 +13,83 @@ import math
 import keras
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from keras_vae import bounds
 
+tfd = tfp.distributions
+
 ACTIVITY_THRESHOLD = 0.01
+COLLAPSE_KL_THRESHOLD = 0.01  # nats
+
+
+def posterior_means(model, x, batch_size=500):
+    """E[z|x] for every example of x, `[N, latent_dim]`, encoded `batch_size` at a time."""
+    return _posterior_moments(model, x, batch_size)[0]
 
 
 def active_units(model, x, batch_size=500, threshold=ACTIVITY_THRESHOLD):
     """Number of latent dimensions whose posterior mean varies across x by more than `threshold`."""
-    means = np.concatenate([model.encode(x[i : i + batch_size]).mean().numpy() for i in range(0, len(x), batch_size)])
-    return int(np.sum(np.var(means, axis=0) > threshold))
+    return int(np.sum(np.var(posterior_means(model, x, batch_size), axis=0) > threshold))
+
+
+def posterior_collapse_report(model, x, batch_size=500, kl_threshold=COLLAPSE_KL_THRESHOLD,
+                              activity_threshold=ACTIVITY_THRESHOLD):
+    """Which latent dimensions carry information about x, and which have collapsed to the prior.
+
+    ```none
+    kl_per_dim[d] = mean_x KL(q(z_d|x) || N(0, 1))
+                  = mean_x [ -log s_d(x) + (s_d(x)^2 + m_d(x)^2 - 1) / 2 ]    q(z_d|x) = N(m_d(x), s_d(x)^2)
+    activity[d]   = Var_x(m_d(x))                                            (as in `active_units`)
+    collapsed     = {d : kl_per_dim[d] < kl_threshold and activity[d] <= activity_threshold}
+    ```
+
+    q(z_d|x) is the marginal of the posterior, so with a full covariance the per-dimension
+    KLs need not add up to the model's KL. The reference is N(0, 1), the standard prior,
+    whatever prior the model uses.
+
+    Returns a dict (JSON-ready): `latent_dim`, `num_examples`, `kl_per_dim`, `kl_total`
+    (their sum), `activity_per_dim`, `active_units`, `collapsed_dims`, `num_collapsed`,
+    the two thresholds and a one-line `summary`.
+    """
+    model.check_data(x)
+    if len(x) == 0:
+        raise ValueError("Expected at least one example. Received x of shape " + str(tuple(np.shape(x))))
+    means, stddevs = _posterior_moments(model, x, batch_size)
+    kl = tfd.kl_divergence(tfd.Normal(means, stddevs), tfd.Normal(0.0, 1.0)).numpy().mean(axis=0)
+    activity = np.var(means, axis=0)
+    active = activity > activity_threshold
+    collapsed = [d for d in range(len(kl)) if kl[d] < kl_threshold and not active[d]]
+    listed = ", ".join(f"z[{d}]" for d in collapsed) or "none"
+    summary = (f"{int(active.sum())} of {len(kl)} latent dimensions active; KL {kl.sum():.3g} nats per example; "
+               f"collapsed (KL < {kl_threshold:g} nats and inactive): {listed}")
+    return {
+        "latent_dim": len(kl),
+        "num_examples": len(x),
+        "kl_per_dim": [float(v) for v in kl],
+        "kl_total": float(kl.sum()),
+        "activity_per_dim": [float(v) for v in activity],
+        "active_units": int(active.sum()),
+        "collapsed_dims": collapsed,
+        "num_collapsed": len(collapsed),
+        "kl_threshold": kl_threshold,
+        "activity_threshold": activity_threshold,
+        "summary": summary,
+    }
+
+
+def _posterior_moments(model, x, batch_size):
+    """(means, standard deviations) of the posterior's marginals q(z_d|x), each `[N, latent_dim]`."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
+    means, stddevs = [], []
+    for i in range(0, len(x), batch_size):
+        q = model.encode(x[i : i + batch_size])
+        means.append(q.mean().numpy())
+        stddevs.append(q.stddev().numpy())
+    if not means:
+        return np.zeros((0, model.latent_dim), np.float32), np.zeros((0, model.latent_dim), np.float32)
+    return np.concatenate(means), np.concatenate(stddevs)
 
 
 def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_size=250, seed=0, verbose=1):

@@ -41,6 +41,10 @@ class VAE(keras.Model):
         objective: `"elbo"` (average over samples) or `"iwae"` (Burda et al.'s L_k).
         analytic_kl: closed-form KL where TFP registers one, else a Monte Carlo estimate.
         seed: integer seed for the z samples drawn in `train_step` and `test_step`.
+        free_bits: per-dimension KL floor λ in nats (Kingma et al., 2016; 0 = off), against
+            posterior collapse: the loss is -(reconstruction - beta * sum_d max(λ, KL_d)),
+            KL_d averaged over the batch. `elbo` and `kl` are still reported exactly.
+            Needs the ELBO objective, a diagonal posterior and the standard normal prior.
 
     Example:
 
@@ -53,13 +57,19 @@ class VAE(keras.Model):
     """
 
     def __init__(self, encoder, decoder, posterior, likelihood, prior=None, beta=1.0, num_samples=1,
-                 objective="elbo", analytic_kl=True, seed=None, **kwargs):
+                 objective="elbo", analytic_kl=True, seed=None, free_bits=0.0, **kwargs):
         if not beta >= 0:
             raise ValueError(f"`beta` must be >= 0. Received: beta={beta!r}")
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"`num_samples` must be a positive integer. Received: num_samples={num_samples!r}")
         if objective not in bounds.OBJECTIVES:
             raise ValueError(f"`objective` must be one of {bounds.OBJECTIVES}. Received: objective={objective!r}")
+        if not free_bits >= 0:
+            raise ValueError(f"`free_bits` must be >= 0. Received: free_bits={free_bits!r}")
+        if free_bits and (objective != "elbo" or getattr(posterior, "covariance", None) != "diagonal"
+                          or not isinstance(prior, (type(None), distributions.StandardNormalPrior))):
+            raise ValueError("`free_bits` needs objective='elbo', a diagonal GaussianPosterior and the standard "
+                             f"normal prior. Received: objective={objective!r}, posterior={posterior!r}, prior={prior!r}")
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
@@ -71,6 +81,7 @@ class VAE(keras.Model):
         self.objective = objective
         self.analytic_kl = bool(analytic_kl)
         self.seed = seed
+        self.free_bits = float(free_bits)
         self._seed_generator = keras.random.SeedGenerator(seed)
         # The KL weight in use: beta, or less during a KL warm-up (see `KLWarmup`).
         self.kl_weight = self.add_weight(
@@ -140,6 +151,7 @@ class VAE(keras.Model):
             analytic_kl=self.analytic_kl,
             beta=self.kl_weight,
             objective=objective or self.objective,
+            free_bits=self.free_bits if (objective or self.objective) == "elbo" else 0.0,
         )
 
     def importance_sampled(self, x, num_samples, chunk_size=None, seed=0):
@@ -276,6 +288,7 @@ class VAE(keras.Model):
             "objective": self.objective,
             "analytic_kl": self.analytic_kl,
             "seed": self.seed,
+            "free_bits": self.free_bits,
         }
         return {"name": self.name, "trainable": self.trainable, **config}
 
@@ -295,20 +308,45 @@ def mlp_vae(input_shape, latent_dim, hidden_units=(200, 200), likelihood="bernou
         input_shape: shape of one example, flat `(784,)` or an image `(28, 28, 1)`.
         latent_dim: size of z.
         hidden_units: encoder widths; the decoder uses them reversed.
-        likelihood: `"bernoulli"` (data in [0, 1]) or `"gaussian"`.
+        likelihood: a name in `distributions.LIKELIHOODS`: `"bernoulli"` (data in [0, 1]),
+            `"gaussian"`, ...
         covariance: posterior covariance, `"diagonal"` or `"full"`.
         activation: hidden-layer activation (`"tanh"` as in Burda et al., `"relu"`, ...).
         likelihood_scale: sigma of a Gaussian likelihood: a float or `"learned"`.
-        **kwargs: passed to `VAE` (`beta`, `num_samples`, `objective`, `seed`, ...).
+        **kwargs: passed to `VAE` (`beta`, `num_samples`, `objective`, `prior`, `seed`, ...).
     """
     input_shape = tuple(int(d) for d in input_shape)
+    return _assemble(
+        lambda size: networks.mlp_encoder(input_shape, hidden_units, size, activation=activation),
+        networks.mlp_decoder(latent_dim, tuple(reversed(tuple(hidden_units))), input_shape, activation=activation),
+        input_shape, latent_dim, likelihood, covariance, likelihood_scale, **kwargs)
+
+
+def conv_vae(input_shape, latent_dim, filters=(32, 64), hidden_units=(256,), likelihood="bernoulli",
+             covariance="diagonal", activation="relu", likelihood_scale=1.0, **kwargs):
+    """A `VAE` with a convolutional encoder and a mirrored transposed-convolution decoder.
+
+    For images `input_shape = (H, W, C)` with H and W divisible by 2^len(filters), e.g.
+    28x28x1 (MNIST) or 32x32x3 (CIFAR-10). `filters` are the encoder's stride-2 3x3
+    convolutions, `hidden_units` the Dense layers between them and z; the decoder mirrors
+    both. Other arguments as in `mlp_vae`.
+    """
+    input_shape = tuple(int(d) for d in input_shape)
+    filters, hidden_units = tuple(filters), tuple(hidden_units)
+    return _assemble(
+        lambda size: networks.conv_encoder(input_shape, filters, size, hidden_units, activation=activation),
+        networks.conv_decoder(latent_dim, tuple(reversed(filters)), input_shape, tuple(reversed(hidden_units)),
+                              activation=activation),
+        input_shape, latent_dim, likelihood, covariance, likelihood_scale, **kwargs)
+
+
+def _assemble(make_encoder, decoder, input_shape, latent_dim, likelihood, covariance, likelihood_scale, **kwargs):
+    """A `VAE` from an encoder factory (given the posterior's parameter count) and a decoder."""
     posterior = distributions.GaussianPosterior(latent_dim, covariance=covariance)
     likelihood_kwargs = {"scale": likelihood_scale} if likelihood == "gaussian" else {}
     return VAE(
-        encoder=networks.mlp_encoder(input_shape, hidden_units, posterior.params_size(latent_dim, covariance),
-                                     activation=activation),
-        decoder=networks.mlp_decoder(latent_dim, tuple(reversed(tuple(hidden_units))), input_shape,
-                                     activation=activation),
+        encoder=make_encoder(posterior.params_size(latent_dim, covariance)),
+        decoder=decoder,
         posterior=posterior,
         likelihood=distributions.make_likelihood(likelihood, input_shape, **likelihood_kwargs),
         **kwargs,

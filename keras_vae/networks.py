@@ -1,5 +1,7 @@
 """Built-in encoder and decoder backbones: functional Keras models that output tensors.
 
+`mlp_*` for any data (flattened), `conv_*` for images [H, W, C] such as 28x28x1 or 32x32x3.
+
 Any Keras model with the same contract can replace them: an encoder maps a batch of x to
 the posterior's parameters ([B, params_size]); a decoder maps a batch of z ([B, L]) to the
 likelihood's parameters, shaped like x ([B, ...event]).
@@ -43,4 +45,60 @@ def mlp_decoder(latent_dim, hidden_units, output_shape, activation="relu", name=
         h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
     h = keras.layers.Dense(math.prod(output_shape), dtype="float32", name="likelihood_params")(h)
     outputs = keras.layers.Reshape(tuple(output_shape), dtype="float32")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _check_image_shape(shape, num_layers):
+    """(H, W, C) with H and W divisible by 2^num_layers, or a ValueError saying so."""
+    shape = tuple(shape)
+    factor = 2**num_layers
+    if len(shape) != 3 or shape[0] % factor or shape[1] % factor:
+        raise ValueError(
+            f"A convolutional network with {num_layers} stride-2 layers needs images of shape (H, W, C) with H "
+            f"and W divisible by {factor}, e.g. (28, 28, 1) or (32, 32, 3). Received shape {shape}"
+        )
+    return shape
+
+
+def conv_encoder(input_shape, filters, output_size, hidden_units=(256,), activation="relu", name="encoder"):
+    """Image x [H, W, C] -> stride-2 3x3 convolutions -> Dense layers -> `output_size` parameters.
+
+    Each convolution halves H and W, so they must be divisible by 2^len(filters).
+
+    Example:
+
+    ```python
+    encoder = conv_encoder((28, 28, 1), filters=(32, 64), output_size=32)   # 28 -> 14 -> 7
+    ```
+    """
+    filters = _check_units(filters)
+    inputs = keras.Input(shape=_check_image_shape(input_shape, len(filters)), name="x")
+    h = inputs
+    for i, f in enumerate(filters):
+        h = keras.layers.Conv2D(f, 3, strides=2, padding="same", activation=activation, name=f"conv_{i}")(h)
+    h = keras.layers.Flatten()(h)
+    for i, units in enumerate(_check_units(hidden_units)):
+        h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
+    outputs = keras.layers.Dense(output_size, dtype="float32", name="posterior_params")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def conv_decoder(latent_dim, filters, output_shape, hidden_units=(256,), activation="relu", name="decoder"):
+    """z -> Dense layers -> [H / 2^n, W / 2^n, filters[0]] -> stride-2 transposed convolutions
+    -> likelihood parameters of shape `output_shape` [H, W, C] (n = len(filters))."""
+    filters = _check_units(filters)
+    height, width, channels = _check_image_shape(output_shape, len(filters))
+    factor = 2 ** len(filters)
+    inputs = keras.Input(shape=(latent_dim,), name="z")
+    h = inputs
+    for i, units in enumerate(_check_units(hidden_units)):
+        h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
+    h = keras.layers.Dense(height // factor * width // factor * filters[0], activation=activation,
+                           name="project")(h)
+    h = keras.layers.Reshape((height // factor, width // factor, filters[0]))(h)
+    for i, f in enumerate(filters[1:]):
+        h = keras.layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation=activation,
+                                         name=f"deconv_{i}")(h)
+    outputs = keras.layers.Conv2DTranspose(channels, 3, strides=2, padding="same", dtype="float32",
+                                           name="likelihood_params")(h)
     return keras.Model(inputs, outputs, name=name)

@@ -204,8 +204,11 @@ def test_rerun_exports_a_new_version_and_keeps_the_old(trained, rerun):
     (["--likelihood_scale=-1"], ["Flags parsing error", "--likelihood_scale", "positive number"]),
     (["--strategy=tpu"], ["Flags parsing error", "--strategy", "mirrored"]),
     (["--no_such_flag=1"], ["Flags parsing error", "no_such_flag"]),
+    (["--free_bits=0.5", "--objective=iwae", "--num_samples=2"], ["Flags parsing error", "--free_bits"]),
+    (["--kl_warmup_epochs=2", "--kl_cycle_epochs=2"], ["Flags parsing error", "one KL schedule"]),
+    (["--architecture=conv", "--filters=8,0"], ["Flags parsing error", "--filters"]),
 ], ids=["dataset", "epochs", "hidden_units", "learning_rate", "iwae_samples", "likelihood_scale", "strategy",
-        "unknown"])
+        "unknown", "free_bits_iwae", "two_kl_schedules", "filters"])
 def test_train_bad_flags(tmp_path, args, fragments):
     tiny = [flag for flag in TINY if flag.split("=")[0] not in {arg.split("=")[0] for arg in args}]
     result = run_app("train", *tiny, *args, f"--model_dir={tmp_path / 'model'}",
