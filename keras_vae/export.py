@@ -108,6 +108,8 @@ def export_saved_model(model, export_dir, model_name, version=None, score_sample
 
 def build_archive(model, score_samples=SCORE_SAMPLES):
     """A `keras.export.ExportArchive` with the signatures in the module docstring."""
+    if getattr(model, "num_classes", None):
+        raise ValueError("Exporting a conditional VAE is not supported yet: its signatures would need labels y")
     event_shape, latent_dim = tuple(model.input_event_shape), model.latent_dim
     support = _support(model)
 

@@ -41,6 +41,9 @@ class VAE(keras.Model):
         objective: `"elbo"` (average over samples) or `"iwae"` (Burda et al.'s L_k).
         analytic_kl: closed-form KL where TFP registers one, else a Monte Carlo estimate.
         seed: integer seed for the z samples drawn in `train_step` and `test_step`.
+        num_classes: C for a conditional VAE, q(z|x, y) and p(x|z, y) with labels y in
+            [0, C): the encoder takes [x, one_hot(y)], the decoder [z, one_hot(y)]; `fit`
+            takes (x, y), and `sample` a class. None: unconditional.
         free_bits: per-dimension KL floor λ in nats (Kingma et al., 2016; 0 = off), against
             posterior collapse: the loss is -(reconstruction - beta * sum_d max(λ, KL_d)),
             KL_d averaged over the batch. `elbo` and `kl` are still reported exactly.
@@ -57,13 +60,21 @@ class VAE(keras.Model):
     """
 
     def __init__(self, encoder, decoder, posterior, likelihood, prior=None, beta=1.0, num_samples=1,
-                 objective="elbo", analytic_kl=True, seed=None, free_bits=0.0, **kwargs):
+                 objective="elbo", analytic_kl=True, seed=None, free_bits=0.0, num_classes=None, **kwargs):
         if not beta >= 0:
             raise ValueError(f"`beta` must be >= 0. Received: beta={beta!r}")
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"`num_samples` must be a positive integer. Received: num_samples={num_samples!r}")
         if objective not in bounds.OBJECTIVES:
             raise ValueError(f"`objective` must be one of {bounds.OBJECTIVES}. Received: objective={objective!r}")
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
+            raise ValueError(f"`num_classes` must be an integer >= 2 or None. Received: num_classes={num_classes!r}")
+        networks_inputs = (len(encoder.inputs), len(decoder.inputs))
+        if networks_inputs != ((2, 2) if num_classes else (1, 1)):
+            raise ValueError(
+                "A conditional VAE needs an encoder taking [x, y] and a decoder taking [z, y], an unconditional one "
+                f"single-input networks; num_classes={num_classes!r} but the encoder and decoder take "
+                f"{networks_inputs[0]} and {networks_inputs[1]} inputs")
         if not free_bits >= 0:
             raise ValueError(f"`free_bits` must be >= 0. Received: free_bits={free_bits!r}")
         if free_bits and (objective != "elbo" or getattr(posterior, "covariance", None) != "diagonal"
@@ -82,6 +93,7 @@ class VAE(keras.Model):
         self.analytic_kl = bool(analytic_kl)
         self.seed = seed
         self.free_bits = float(free_bits)
+        self.num_classes = num_classes
         self._seed_generator = keras.random.SeedGenerator(seed)
         # The KL weight in use: beta, or less during a KL warm-up (see `KLWarmup`).
         self.kl_weight = self.add_weight(
@@ -108,44 +120,66 @@ class VAE(keras.Model):
         return self.posterior.latent_dim
 
     # ------------------------------------------------------------------ the model
-    def encode(self, x):
-        """q(z|x) for a batch of x: a `tfd.Distribution` with batch shape [B]."""
-        return self.posterior(self.encoder(self._check_shape(x)))
+    def encode(self, x, y=None):
+        """q(z|x) (q(z|x, y) if conditional) for a batch of x: a `tfd.Distribution` with batch shape [B]."""
+        x = self._check_shape(x)
+        return self.posterior(self.encoder([x, self._one_hot(y)] if self.num_classes else x))
 
-    def decode(self, z):
-        """p(x|z) for z of shape [..., L]: batch shape z.shape[:-1], event shape x's."""
+    def decode(self, z, y=None):
+        """p(x|z) (p(x|z, y) if conditional) for z of shape [..., B, L]: batch shape z.shape[:-1]."""
         z = tf.convert_to_tensor(z, tf.float32)
         sample_shape = tf.shape(z)[:-1]
-        params = self.decoder(tf.reshape(z, [-1, self.latent_dim]))
+        inputs = tf.reshape(z, [-1, self.latent_dim])
+        if self.num_classes:  # y [B] goes with every sample of z [..., B, L]
+            y = tf.broadcast_to(self._one_hot(y), tf.concat([sample_shape, [self.num_classes]], axis=0))
+            inputs = [inputs, tf.reshape(y, [-1, self.num_classes])]
+        params = self.decoder(inputs)
         params = tf.reshape(params, tf.concat([sample_shape, tf.shape(params)[1:]], axis=0))
         return self.likelihood(params)
+
+    def _one_hot(self, y):
+        """Labels as one-hot float32 [B, C]: from integers [B] or one-hot rows [B, C]."""
+        if y is None:
+            raise ValueError(f"This conditional VAE needs labels y: integers in [0, {self.num_classes}) or "
+                             f"one-hot rows of length {self.num_classes}")
+        y = tf.convert_to_tensor(y)
+        if y.shape.rank == 2:
+            return tf.cast(y, tf.float32)
+        return tf.one_hot(tf.cast(y, tf.int32), self.num_classes, dtype=tf.float32)
 
     def prior_distribution(self):
         """p(z), from the prior layer; a prior built from the model (e.g. a VampPrior) gets it as `model`."""
         return self.prior.distribution(model=self)
 
     def call(self, x, training=False):
-        """Reconstruction mean E[x | z = mean of q(z|x)]: what `predict` returns."""
-        return self.decode(self.encode(x).mean()).mean()
+        """Reconstruction mean E[x | z = mean of q(z|x)]: what `predict` returns.
 
-    def sample(self, num, seed=None, mean=True, return_latents=False):
+        A conditional model takes `x = (x, y)`, e.g. `model.predict((x, y))`.
+        """
+        x, y = x if self.num_classes else (x, None)
+        return self.decode(self.encode(x, y).mean(), y).mean()
+
+    def sample(self, num, seed=None, mean=True, return_latents=False, labels=None):
         """`num` draws from the model: z ~ p(z), then the mean of p(x|z) (or a draw if not `mean`).
 
+        A conditional model draws from p(x|z, y) for `labels`: one class for all, or one per draw.
         Returns x, or `(x, z)` with `return_latents`. The same seed gives the same draws.
         """
         z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(self._seed(seed), 2))
         z = self.prior_distribution().sample(num, seed=z_seed)
-        likelihood = self.decode(z)
+        if self.num_classes and labels is not None:
+            labels = tf.broadcast_to(tf.cast(labels, tf.int32), [num])
+        likelihood = self.decode(z, labels)
         x = likelihood.mean() if mean else likelihood.sample(seed=x_seed)
         return (x, z) if return_latents else x
 
-    def compute_terms(self, x, num_samples=None, objective=None, seed=None):
+    def compute_terms(self, x, num_samples=None, objective=None, seed=None, y=None):
         """Per-example `elbo`, `reconstruction`, `kl` and `objective` (see `bounds.bound_terms`)."""
         return bounds.bound_terms(
             tf.cast(self._check_shape(x), tf.float32),
-            self.encode(x),
+            self.encode(x, y),
             self.prior_distribution(),
-            self.decode,
+            lambda z: self.decode(z, y),
             num_samples=num_samples or self.num_samples,
             seed=self._seed(seed),
             analytic_kl=self.analytic_kl,
@@ -154,26 +188,28 @@ class VAE(keras.Model):
             free_bits=self.free_bits if (objective or self.objective) == "elbo" else 0.0,
         )
 
-    def importance_sampled(self, x, num_samples, chunk_size=None, seed=0):
-        """Per-example L_k, ELBO and reconstruction from k samples (`bounds.importance_sampled`)."""
+    def importance_sampled(self, x, num_samples, chunk_size=None, seed=0, y=None):
+        """Per-example L_k, ELBO and reconstruction from k samples (`bounds.importance_sampled`);
+        for a conditional model, of log p(x|y) given labels `y`."""
         x = tf.cast(self._check_shape(x), tf.float32)
-        return self._importance_sampled(x, num_samples, chunk_size, self._seed(seed))
+        y = self._one_hot(y) if self.num_classes else None
+        return self._importance_sampled(x, y, num_samples, chunk_size, self._seed(seed))
 
     @tf.function(reduce_retracing=True)
-    def _importance_sampled(self, x, num_samples, chunk_size, seed):
+    def _importance_sampled(self, x, y, num_samples, chunk_size, seed):
         # Compiled: called eagerly, the per-sample map_fn would run one Python step per sample.
-        return bounds.importance_sampled(x, self.encode(x), self.prior_distribution(), self.decode, num_samples,
-                                         seed=seed, chunk_size=chunk_size)
+        return bounds.importance_sampled(x, self.encode(x, y), self.prior_distribution(), lambda z: self.decode(z, y),
+                                         num_samples, seed=seed, chunk_size=chunk_size)
 
-    def iwae_bound(self, x, num_samples, chunk_size=None, seed=0):
+    def iwae_bound(self, x, num_samples, chunk_size=None, seed=0, y=None):
         """L_k per example, drawn `chunk_size` samples at a time; large k estimates log p(x)."""
-        return self.importance_sampled(x, num_samples, chunk_size, seed)["iwae_bound"]
+        return self.importance_sampled(x, num_samples, chunk_size, seed, y)["iwae_bound"]
 
     # ------------------------------------------------------------------ training
     def train_step(self, data):
-        x = self._unpack(data)
+        x, y = self._unpack(data)
         with tf.GradientTape() as tape:
-            terms = self.compute_terms(x)
+            terms = self.compute_terms(x, y=y)
             loss = self._loss(terms)
             # Under tf.distribute each replica sees 1/N of the global batch and `apply` sums
             # the replicas' gradients, so dividing by N gives the gradient of the global mean.
@@ -184,8 +220,8 @@ class VAE(keras.Model):
         return self._update_metrics(terms, loss)
 
     def test_step(self, data):
-        x = self._unpack(data)
-        terms = self.compute_terms(x)
+        x, y = self._unpack(data)
+        terms = self.compute_terms(x, y=y)
         return self._update_metrics(terms, self._loss(terms))
 
     def _loss(self, terms):
@@ -207,24 +243,30 @@ class VAE(keras.Model):
         return results
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        self.check_data(x)
+        self.check_data(x, y)
         validation_data = kwargs.get("validation_data")
-        self.check_data(validation_data[0] if isinstance(validation_data, (tuple, list)) else validation_data)
+        if isinstance(validation_data, (tuple, list)):
+            self.check_data(*validation_data[:2])
+        else:
+            self.check_data(validation_data)
         return super().fit(x, y, *args, **kwargs)
 
-    def evaluate(self, x=None, *args, **kwargs):
-        self.check_data(x)
-        return super().evaluate(x, *args, **kwargs)
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self.check_data(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        self.check_data(x)
+        self.check_data(*(x if self.num_classes and isinstance(x, (tuple, list)) else (x,)))
         return super().predict(x, *args, **kwargs)
 
     # ------------------------------------------------------------------ input checks
-    def check_data(self, x):
+    def check_data(self, x, y=None):
         """Raise ValueError unless array data x has the encoder's shape, a real number dtype,
-        finite values and values in the likelihood's support. Datasets and generators pass
-        through unchecked."""
+        finite values and values in the likelihood's support, and (conditional models) one
+        label in [0, num_classes) per example in y. Datasets and generators pass through
+        unchecked."""
+        if self.num_classes and isinstance(x, (np.ndarray, tf.Tensor, list)):
+            self._check_labels(y, len(x))
         if isinstance(x, (tf.Tensor, tf.Variable)):
             dtype = x.dtype
             if not (dtype.is_floating or dtype.is_integer) or dtype.is_complex:
@@ -246,6 +288,15 @@ class VAE(keras.Model):
                 f"Received values in [{x.min():.4g}, {x.max():.4g}]"
             )
 
+    def _check_labels(self, y, count):
+        if y is None:
+            raise ValueError(f"This conditional VAE trains and evaluates on (x, y): pass labels y, integers in "
+                             f"[0, {self.num_classes}), one per example")
+        y = np.asarray(y)
+        if y.shape != (count,) or y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= self.num_classes)):
+            raise ValueError(f"Expected labels y of shape ({count},), integers in [0, {self.num_classes}). Received "
+                             f"shape {y.shape}, dtype {y.dtype}" + (f", values in [{y.min()}, {y.max()}]" if y.size else ""))
+
     def _check_shape(self, x):
         expected = self.input_event_shape
         shape = tuple(x.shape)
@@ -257,10 +308,10 @@ class VAE(keras.Model):
             )
         return x
 
-    @staticmethod
-    def _unpack(data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return x
+    def _unpack(self, data):
+        """(x, y) of a batch; y (labels) only for a conditional model."""
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return x, (y if self.num_classes else None)
 
     def _seed(self, seed=None):
         """A stateless seed: the model's next one for None, [seed, 0] for an int, else as given."""
@@ -289,6 +340,7 @@ class VAE(keras.Model):
             "analytic_kl": self.analytic_kl,
             "seed": self.seed,
             "free_bits": self.free_bits,
+            "num_classes": self.num_classes,
         }
         return {"name": self.name, "trainable": self.trainable, **config}
 
@@ -313,12 +365,14 @@ def mlp_vae(input_shape, latent_dim, hidden_units=(200, 200), likelihood="bernou
         covariance: posterior covariance, `"diagonal"` or `"full"`.
         activation: hidden-layer activation (`"tanh"` as in Burda et al., `"relu"`, ...).
         likelihood_scale: sigma of a Gaussian likelihood: a float or `"learned"`.
-        **kwargs: passed to `VAE` (`beta`, `num_samples`, `objective`, `prior`, `seed`, ...).
+        **kwargs: passed to `VAE` (`beta`, `num_samples`, `objective`, `prior`, `seed`,
+            `num_classes` for a conditional VAE, ...).
     """
-    input_shape = tuple(int(d) for d in input_shape)
+    input_shape, c = tuple(int(d) for d in input_shape), kwargs.get("num_classes") or 0
     return _assemble(
-        lambda size: networks.mlp_encoder(input_shape, hidden_units, size, activation=activation),
-        networks.mlp_decoder(latent_dim, tuple(reversed(tuple(hidden_units))), input_shape, activation=activation),
+        lambda size: networks.mlp_encoder(input_shape, hidden_units, size, activation=activation, condition_size=c),
+        networks.mlp_decoder(latent_dim, tuple(reversed(tuple(hidden_units))), input_shape, activation=activation,
+                             condition_size=c),
         input_shape, latent_dim, likelihood, covariance, likelihood_scale, **kwargs)
 
 
@@ -331,12 +385,13 @@ def conv_vae(input_shape, latent_dim, filters=(32, 64), hidden_units=(256,), lik
     convolutions, `hidden_units` the Dense layers between them and z; the decoder mirrors
     both. Other arguments as in `mlp_vae`.
     """
-    input_shape = tuple(int(d) for d in input_shape)
+    input_shape, c = tuple(int(d) for d in input_shape), kwargs.get("num_classes") or 0
     filters, hidden_units = tuple(filters), tuple(hidden_units)
     return _assemble(
-        lambda size: networks.conv_encoder(input_shape, filters, size, hidden_units, activation=activation),
+        lambda size: networks.conv_encoder(input_shape, filters, size, hidden_units, activation=activation,
+                                           condition_size=c),
         networks.conv_decoder(latent_dim, tuple(reversed(filters)), input_shape, tuple(reversed(hidden_units)),
-                              activation=activation),
+                              activation=activation, condition_size=c),
         input_shape, latent_dim, likelihood, covariance, likelihood_scale, **kwargs)
 
 

@@ -4,7 +4,9 @@
 
 Any Keras model with the same contract can replace them: an encoder maps a batch of x to
 the posterior's parameters ([B, params_size]); a decoder maps a batch of z ([B, L]) to the
-likelihood's parameters, shaped like x ([B, ...event]).
+likelihood's parameters, shaped like x ([B, ...event]). With `condition_size=C` (a
+conditional VAE) both take a second input, one-hot labels y [B, C], joined to the features
+right after flattening x and to z.
 """
 
 import math
@@ -19,7 +21,15 @@ def _check_units(hidden_units):
     return units
 
 
-def mlp_encoder(input_shape, hidden_units, output_size, activation="relu", name="encoder"):
+def _conditioned(inputs, h, condition_size):
+    """(inputs, h) with a one-hot label input y [B, condition_size] joined to h, if any."""
+    if not condition_size:
+        return inputs, h
+    y = keras.Input(shape=(condition_size,), name="y")
+    return [inputs, y], keras.layers.Concatenate()([h, y])
+
+
+def mlp_encoder(input_shape, hidden_units, output_size, activation="relu", condition_size=0, name="encoder"):
     """x (any shape, flattened) -> Dense layers -> `output_size` posterior parameters.
 
     Example:
@@ -28,8 +38,8 @@ def mlp_encoder(input_shape, hidden_units, output_size, activation="relu", name=
     encoder = mlp_encoder((28, 28, 1), hidden_units=(200, 200), output_size=100)
     ```
     """
-    inputs = keras.Input(shape=tuple(input_shape), name="x")
-    h = keras.layers.Flatten()(inputs)
+    x = keras.Input(shape=tuple(input_shape), name="x")
+    inputs, h = _conditioned(x, keras.layers.Flatten()(x), condition_size)
     for i, units in enumerate(_check_units(hidden_units)):
         h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
     # Parameters of a distribution stay float32 under mixed precision.
@@ -37,10 +47,10 @@ def mlp_encoder(input_shape, hidden_units, output_size, activation="relu", name=
     return keras.Model(inputs, outputs, name=name)
 
 
-def mlp_decoder(latent_dim, hidden_units, output_shape, activation="relu", name="decoder"):
+def mlp_decoder(latent_dim, hidden_units, output_shape, activation="relu", condition_size=0, name="decoder"):
     """z -> Dense layers -> likelihood parameters reshaped to `output_shape` (x's shape)."""
-    inputs = keras.Input(shape=(latent_dim,), name="z")
-    h = inputs
+    z = keras.Input(shape=(latent_dim,), name="z")
+    inputs, h = _conditioned(z, z, condition_size)
     for i, units in enumerate(_check_units(hidden_units)):
         h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
     h = keras.layers.Dense(math.prod(output_shape), dtype="float32", name="likelihood_params")(h)
@@ -60,7 +70,8 @@ def _check_image_shape(shape, num_layers):
     return shape
 
 
-def conv_encoder(input_shape, filters, output_size, hidden_units=(256,), activation="relu", name="encoder"):
+def conv_encoder(input_shape, filters, output_size, hidden_units=(256,), activation="relu", condition_size=0,
+                 name="encoder"):
     """Image x [H, W, C] -> stride-2 3x3 convolutions -> Dense layers -> `output_size` parameters.
 
     Each convolution halves H and W, so they must be divisible by 2^len(filters).
@@ -72,25 +83,26 @@ def conv_encoder(input_shape, filters, output_size, hidden_units=(256,), activat
     ```
     """
     filters = _check_units(filters)
-    inputs = keras.Input(shape=_check_image_shape(input_shape, len(filters)), name="x")
-    h = inputs
+    x = keras.Input(shape=_check_image_shape(input_shape, len(filters)), name="x")
+    h = x
     for i, f in enumerate(filters):
         h = keras.layers.Conv2D(f, 3, strides=2, padding="same", activation=activation, name=f"conv_{i}")(h)
-    h = keras.layers.Flatten()(h)
+    inputs, h = _conditioned(x, keras.layers.Flatten()(h), condition_size)
     for i, units in enumerate(_check_units(hidden_units)):
         h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
     outputs = keras.layers.Dense(output_size, dtype="float32", name="posterior_params")(h)
     return keras.Model(inputs, outputs, name=name)
 
 
-def conv_decoder(latent_dim, filters, output_shape, hidden_units=(256,), activation="relu", name="decoder"):
+def conv_decoder(latent_dim, filters, output_shape, hidden_units=(256,), activation="relu", condition_size=0,
+                 name="decoder"):
     """z -> Dense layers -> [H / 2^n, W / 2^n, filters[0]] -> stride-2 transposed convolutions
     -> likelihood parameters of shape `output_shape` [H, W, C] (n = len(filters))."""
     filters = _check_units(filters)
     height, width, channels = _check_image_shape(output_shape, len(filters))
     factor = 2 ** len(filters)
-    inputs = keras.Input(shape=(latent_dim,), name="z")
-    h = inputs
+    z = keras.Input(shape=(latent_dim,), name="z")
+    inputs, h = _conditioned(z, z, condition_size)
     for i, units in enumerate(_check_units(hidden_units)):
         h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
     h = keras.layers.Dense(height // factor * width // factor * filters[0], activation=activation,
