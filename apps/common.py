@@ -27,7 +27,7 @@ BINARIZE = flags.DEFINE_enum("binarize", "none", data.BINARIZATIONS,
 SEED = flags.DEFINE_integer("seed", 0, "Seed for initialisation, shuffling, binarization and z samples.")
 
 
-@flags.multi_flags_validator(["dataset", "data_dir"], "--data_dir applies to mnist and fashion_mnist only")
+@flags.multi_flags_validator(["dataset", "data_dir"], "--data_dir applies to mnist, fashion_mnist and cifar10, not digits")
 def _data_dir(values):
     return values["data_dir"] is None or values["dataset"] != "digits"
 

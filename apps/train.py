@@ -21,7 +21,7 @@ from apps import export as export_app
 import keras
 import keras_vae
 import tensorflow as tf
-from keras_vae import callbacks, data, plots
+from keras_vae import callbacks, data, distributions, plots
 
 flags.adopt_module_key_flags(common)
 flags.adopt_module_key_flags(export_app)  # --export_dir, --model_name, --version, --score_samples
@@ -35,9 +35,17 @@ _FILTERS = flags.DEFINE_list("filters", ["32", "64"], "--architecture=conv: filt
                              "convolutions (H and W must divide by 2^len); the decoder mirrors them.")
 _ACTIVATION = flags.DEFINE_enum("activation", "relu", ["relu", "tanh", "elu", "gelu", "softplus"],
                                 "Hidden-layer activation.")
-_LIKELIHOOD = flags.DEFINE_enum("likelihood", "bernoulli", ["bernoulli", "gaussian"], "p(x|z) family.")
-_LIKELIHOOD_SCALE = flags.DEFINE_string("likelihood_scale", "1.0",
-                                        'Gaussian likelihood sigma: a positive number or "learned".')
+_LIKELIHOOD = flags.DEFINE_enum("likelihood", "bernoulli", sorted(distributions.LIKELIHOODS),
+                                "p(x|z): bernoulli, continuous_bernoulli (data in [0, 1]), gaussian, "
+                                "discretized_logistic (8-bit images as k/255).")
+_PRIOR = flags.DEFINE_enum("prior", "standard_normal", sorted(distributions.PRIORS),
+                           "p(z): standard_normal; mixture (learned Gaussian mixture, --prior_components); "
+                           "vamp (VampPrior, --pseudo_inputs).")
+_PRIOR_COMPONENTS = flags.DEFINE_integer("prior_components", 10, "Components of --prior=mixture.", lower_bound=1)
+_PSEUDO_INPUTS = flags.DEFINE_integer("pseudo_inputs", 50, "Pseudo-inputs of --prior=vamp.", lower_bound=1)
+_LIKELIHOOD_SCALE = flags.DEFINE_string("likelihood_scale", None,
+                                        'Scale of a gaussian or discretized_logistic likelihood: a positive number '
+                                        'or "learned" (default: 1.0 for gaussian, learned for discretized_logistic).')
 _COVARIANCE = flags.DEFINE_enum("covariance", "diagonal", ["diagonal", "full"], "q(z|x) covariance.")
 _OBJECTIVE = flags.DEFINE_enum("objective", "elbo", ["elbo", "iwae"], "Training bound: ELBO or IWAE L_k.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "z samples per example (k).", lower_bound=1)
@@ -89,15 +97,23 @@ def _one_kl_schedule(values):
     return not (values["kl_warmup_epochs"] and values["kl_cycle_epochs"])
 
 
-@flags.multi_flags_validator(["free_bits", "objective", "covariance"],
-                             "--free_bits needs --objective=elbo and --covariance=diagonal")
+@flags.multi_flags_validator(["free_bits", "objective", "covariance", "prior"],
+                             "--free_bits needs --objective=elbo, --covariance=diagonal and --prior=standard_normal")
 def _free_bits(values):
-    return not values["free_bits"] or (values["objective"] == "elbo" and values["covariance"] == "diagonal")
+    return not values["free_bits"] or (values["objective"], values["covariance"], values["prior"]) == (
+        "elbo", "diagonal", "standard_normal")
+
+
+@flags.multi_flags_validator(["likelihood", "binarize"],
+                             "--likelihood=continuous_bernoulli or discretized_logistic models intensities: "
+                             "use --binarize=none")
+def _intensity_likelihood(values):
+    return values["likelihood"] not in ("continuous_bernoulli", "discretized_logistic") or values["binarize"] == "none"
 
 
 @flags.validator("likelihood_scale", 'must be a positive number or "learned"')
 def _scale(value):
-    return value == "learned" or _is_positive_float(value)
+    return value is None or value == "learned" or _is_positive_float(value)
 
 
 @flags.multi_flags_validator(["objective", "num_samples"], "--objective=iwae needs --num_samples > 1")
@@ -152,9 +168,13 @@ def main(argv):
             model = architecture(
                 splits.input_shape, _LATENT_DIM.value, hidden_units=hidden_units,
                 likelihood=_LIKELIHOOD.value, covariance=_COVARIANCE.value, activation=_ACTIVATION.value,
-                likelihood_scale=scale if scale == "learned" else float(scale), beta=_BETA.value,
+                likelihood_scale=scale if scale in (None, "learned") else float(scale), beta=_BETA.value,
                 num_samples=_NUM_SAMPLES.value, objective=_OBJECTIVE.value, seed=common.SEED.value,
                 free_bits=_FREE_BITS.value,
+                prior=distributions.make_prior(_PRIOR.value, _LATENT_DIM.value, splits.input_shape,
+                                               **{"mixture": {"num_components": _PRIOR_COMPONENTS.value},
+                                                  "vamp": {"num_pseudo_inputs": _PSEUDO_INPUTS.value}}.get(
+                                                      _PRIOR.value, {})),
             )
             model.compile(
                 optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),

@@ -5,14 +5,21 @@
 | `digits`        | scikit-learn's bundled 8x8 digits (no download)      | (8, 8, 1)     |
 | `mnist`         | IDX `.gz` files or Keras `mnist.npz`                 | (28, 28, 1)   |
 | `fashion_mnist` | IDX `.gz` files (Keras's cache keeps the same files) | (28, 28, 1)   |
+| `cifar10`       | the python batches, or `cifar-10-python.tar.gz`      | (32, 32, 3)   |
 
 MNIST-like data is looked for, in order, in `data_dir` (the folder holding that
 dataset's files), in `$KERAS_VAE_DATA_DIR/<mnist|fashion-mnist>/`, in the Keras cache
-(`~/.keras/datasets`), and last through a `keras.datasets` download.
+(`~/.keras/datasets`), and last through a `keras.datasets` download. CIFAR-10 the same
+way: `data_dir`, `$KERAS_VAE_DATA_DIR/cifar-10/`, the Keras cache, a download; each
+folder may hold the batch files (`data_batch_1` ... `data_batch_5`, `test_batch`), the
+`cifar-10-batches-py/` folder with them, or the `cifar-10-python.tar.gz` archive (read
+in place, never extracted). Batches are pickles; they are read with an unpickler that
+only rebuilds numpy arrays, so a tampered file cannot run code.
 
 Files that are there but malformed (cut short, not gzip, a wrong IDX header, a damaged or
-unexpected .npz, image and label files that disagree, no examples) raise a one-line
-ValueError naming the file and what was expected; missing or unreadable files raise OSError.
+unexpected .npz or CIFAR batch, image and label files that disagree, no examples) raise a
+one-line ValueError naming the file and what was expected; missing or unreadable files
+raise OSError.
 
 Binarization follows the literature: `"static"` draws one Bernoulli sample per pixel for
 every split, once, with a fixed seed; `"dynamic"` does that for validation and test only
@@ -22,24 +29,35 @@ sample for every batch.
 
 import dataclasses
 import gzip
+import io
 import math
 import os
+import pickle
+import tarfile
 import zipfile
 import zlib
 
 import numpy as np
 import tensorflow as tf
 
-DATASETS = ("digits", "mnist", "fashion_mnist")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 BINARIZATIONS = ("none", "static", "dynamic")
 ENV_VAR = "KERAS_VAE_DATA_DIR"
 # Folder names under $KERAS_VAE_DATA_DIR and ~/.keras/datasets.
-_FOLDERS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist"}
+_FOLDERS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist", "cifar10": "cifar-10"}
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 _NPZ = {"mnist": "mnist.npz", "fashion_mnist": "fashion_mnist.npz"}
+# CIFAR-10 python batches: files, the folder the archive holds them in, the archive, and
+# the folder Keras 3 extracts its download into (under ~/.keras/datasets).
+_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_TEST = "test_batch"
+_CIFAR_BATCHES = "cifar-10-batches-py"
+_CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+_CIFAR_KERAS_CACHE = "cifar-10-batches-py-target"
+_CIFAR_SHAPE = (3, 32, 32)  # one row of b"data": 1024 red, 1024 green, 1024 blue, each row-major
 # IDX magic numbers: 0x00 0x00, 0x08 (unsigned bytes), number of dimensions.
 _IMAGES, _LABELS = 0x00000803, 0x00000801
 # Seed of the one-off binarization of evaluation splits, so test sets are comparable.
@@ -48,7 +66,7 @@ EVAL_BINARIZATION_SEED = 123
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    """Train, validation and test arrays (float32, [N, H, W, 1], values in [0, 1])."""
+    """Train, validation and test arrays (float32, [N, H, W, C], values in [0, 1])."""
 
     name: str
     train: np.ndarray
@@ -71,10 +89,10 @@ def load(name, data_dir=None, validation_size=None, binarize="none", seed=0):
 
     Args:
         name: one of `DATASETS`.
-        data_dir: folder holding the dataset's files (MNIST-like sets only).
+        data_dir: folder holding the dataset's files (not for digits).
         validation_size: examples held out of the training split for validation; default
-            10000 for MNIST-like sets (the classic 50k/10k), 297 for digits. Burda et al.'s
-            split is `validation_size=400`.
+            10000 for MNIST-like sets (the classic 50k/10k), 5000 for CIFAR-10 (45k/5k), 297
+            for digits. Burda et al.'s MNIST split is `validation_size=400`.
         binarize: `"none"`, `"static"` or `"dynamic"` (see the module docstring).
         seed: seed of the static binarization of the training split.
     """
@@ -87,6 +105,9 @@ def load(name, data_dir=None, validation_size=None, binarize="none", seed=0):
             raise ValueError("The digits dataset ships with scikit-learn; it takes no data_dir")
         train, test = _load_digits()
         validation_size = 297 if validation_size is None else validation_size
+    elif name == "cifar10":
+        train, test = _load_cifar10(data_dir)
+        validation_size = 5000 if validation_size is None else validation_size
     else:
         train, test = _load_mnist_like(name, data_dir)
         validation_size = 10000 if validation_size is None else validation_size
@@ -291,6 +312,141 @@ def _check_images(source, images, labels=None, labels_source=None):
             f"{source} holds {len(images)} images but {labels_source} has labels of shape {labels.shape}: expected "
             f"one label per image, shape ({len(images)},)"
         )
+
+
+def _load_cifar10(data_dir):
+    if data_dir is not None:
+        found = _read_cifar_folder(data_dir)
+        if found is None:
+            raise FileNotFoundError(
+                f"--data_dir={data_dir} holds no cifar10 data: expected {', '.join(_CIFAR_TRAIN)} and "
+                f"{_CIFAR_TEST}, a {_CIFAR_BATCHES}/ folder with them, or {_CIFAR_ARCHIVE}"
+            )
+        return found
+    env_root = os.environ.get(ENV_VAR)
+    cache = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "datasets")
+    tried = ([os.path.join(env_root, _FOLDERS["cifar10"])] if env_root else []) + [
+        os.path.join(cache, _CIFAR_KERAS_CACHE), cache]
+    for candidate in tried:
+        found = _read_cifar_folder(candidate)
+        if found is not None:
+            return found
+    try:
+        import keras
+
+        (x_train, _), (x_test, _) = keras.datasets.cifar10.load_data()
+    except Exception as error:  # no network, no write access, ...
+        raise FileNotFoundError(
+            f"No cifar10 data found (looked in {', '.join(tried)}) and the keras.datasets download failed "
+            f"({type(error).__name__}). Pass --data_dir=<folder with {_CIFAR_BATCHES}/ or {_CIFAR_ARCHIVE}>, "
+            f"or set {ENV_VAR}=<root with {_FOLDERS['cifar10']}/>"
+        ) from None
+    if x_train.shape[1:] != (32, 32, 3):  # keras.backend.image_data_format() == "channels_first"
+        x_train, x_test = x_train.transpose(0, 2, 3, 1), x_test.transpose(0, 2, 3, 1)
+    return _scale_rgb(x_train), _scale_rgb(x_test)
+
+
+def _read_cifar_folder(folder):
+    """(train, test) from CIFAR-10 python batches in `folder`, or None if there are none.
+
+    The batch files are looked for in `folder` and in `folder/cifar-10-batches-py`, then the
+    archive `folder/cifar-10-python.tar.gz`. A folder with some batch files but not all
+    raises FileNotFoundError naming the missing ones.
+    """
+    names = _CIFAR_TRAIN + (_CIFAR_TEST,)
+    for batches in (folder, os.path.join(folder, _CIFAR_BATCHES)):
+        paths = [os.path.join(batches, name) for name in names]
+        if any(os.path.isfile(path) for path in paths):
+            missing = [path for path in paths if not os.path.isfile(path)]
+            if missing:
+                raise FileNotFoundError(f"Incomplete CIFAR-10 batches in {batches}: missing {', '.join(missing)}")
+            images = [read_cifar_batch(path) for path in paths]
+            return _scale_rgb(np.concatenate(images[:-1])), _scale_rgb(images[-1])
+    archive = os.path.join(folder, _CIFAR_ARCHIVE)
+    if os.path.exists(archive):
+        images = _read_cifar_archive(archive, names)
+        return _scale_rgb(np.concatenate(images[:-1])), _scale_rgb(images[-1])
+    return None
+
+
+def _read_cifar_archive(path, names):
+    """The images of the batches `names` in the `cifar-10-python.tar.gz` archive at `path`."""
+    with open(path, "rb") as f:  # a missing or unreadable file stays an OSError
+        try:
+            with tarfile.open(fileobj=f, mode="r:gz") as archive:
+                contents = {}
+                for name in names:
+                    member = f"{_CIFAR_BATCHES}/{name}"
+                    try:
+                        contents[name] = archive.extractfile(member).read()
+                    except (KeyError, AttributeError):  # absent, or not a regular file
+                        raise ValueError(
+                            f"{path} has no file {member}: expected the {_CIFAR_ARCHIVE} of "
+                            "https://www.cs.toronto.edu/~kriz/cifar.html"
+                        ) from None
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+            raise ValueError(
+                f"{path} is not a readable .tar.gz archive ({str(error) or type(error).__name__}); download it again"
+            ) from error
+    return [_parse_cifar_batch(f"{name} in {path}", contents[name]) for name in names]
+
+
+def read_cifar_batch(path):
+    """The images of one CIFAR-10 python batch file, as uint8 [N, 32, 32, 3].
+
+    A batch is a pickled dict whose `b"data"` is a uint8 array [N, 3072], each row an
+    image's red, green and blue 32x32 planes in row-major order, and whose optional
+    `b"labels"` has N entries. Raises a one-line ValueError naming `path` if the file is
+    anything else; OSError if it cannot be opened.
+    """
+    with open(path, "rb") as f:
+        return _parse_cifar_batch(path, f.read())
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays; any other global is refused, so no code runs."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("numpy.core.multiarray", "_reconstruct"): np.empty(0).__reduce__()[0],  # numpy < 2 spelling
+        ("numpy._core.multiarray", "_reconstruct"): np.empty(0).__reduce__()[0],
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return self._ALLOWED[module, name]
+        raise pickle.UnpicklingError(f"refusing to load the global {module}.{name}")
+
+
+def _parse_cifar_batch(source, raw):
+    expected = 'a pickled dict with b"data" (uint8, N x 3072) and b"labels" (N)'
+    try:
+        batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as error:  # whatever a damaged pickle raises: UnpicklingError, EOFError, ValueError, ...
+        reason = " ".join(str(error).split())[:80]  # one line, short
+        raise ValueError(
+            f"{source} is not a CIFAR-10 python batch ({type(error).__name__}: {reason}); expected {expected}"
+        ) from error
+    if not isinstance(batch, dict) or b"data" not in batch:
+        found = f"a dict with keys {list(batch)[:6]}" if isinstance(batch, dict) else f"a {type(batch).__name__}"
+        raise ValueError(f"{source} is not a CIFAR-10 python batch: found {found}; expected {expected}")
+    images, labels = batch[b"data"], batch.get(b"labels")
+    row = math.prod(_CIFAR_SHAPE)
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != row:
+        found = (f"dtype {images.dtype} and shape {images.shape}" if isinstance(images, np.ndarray)
+                 else f"a {type(images).__name__}")
+        raise ValueError(f'{source} has b"data" of {found}: expected uint8 images of shape (N, {row})')
+    if len(images) == 0:
+        raise ValueError(f'{source} is empty: expected b"data" of shape (N, {row}), N >= 1')
+    if labels is not None and (not hasattr(labels, "__len__") or len(labels) != len(images)):
+        count = len(labels) if hasattr(labels, "__len__") else f"a {type(labels).__name__}"
+        raise ValueError(f"{source} holds {len(images)} images but {count} labels: expected one label per image")
+    return images.reshape(-1, *_CIFAR_SHAPE).transpose(0, 2, 3, 1)
+
+
+def _scale_rgb(images):
+    return np.asarray(images, np.float32) / 255.0
 
 
 def _scale(images):

@@ -548,7 +548,8 @@ class VampPrior(keras.layers.Layer):
     model), so the prior moves with the encoder and gradients reach both. Each call costs
     one encoder pass over K inputs. The KL term is a Monte Carlo estimate, as for
     `MixtureOfGaussiansPrior`. Works with any posterior whose batch shape is [K] for K
-    inputs (diagonal or full-covariance `GaussianPosterior`).
+    inputs (diagonal or full-covariance `GaussianPosterior`), in unconditional models (no
+    `num_classes`: pseudo-inputs have no labels).
 
     Args:
         latent_dim: size L of z, the model's.
@@ -595,6 +596,11 @@ class VampPrior(keras.layers.Layer):
                 f"VampPrior(latent_dim={self.latent_dim}, input_shape={self.input_event_shape}) does not fit a model "
                 f"with latent_dim={getattr(model, 'latent_dim', None)} and input shape {expected}; build it as "
                 f"VampPrior({getattr(model, 'latent_dim', None)}, input_shape={expected})"
+            )
+        if getattr(model, "num_classes", None):
+            raise ValueError(
+                "VampPrior needs an unconditional model: its pseudo-inputs have no labels. Received a model with "
+                f"num_classes={model.num_classes}; use prior=MixtureOfGaussiansPrior(...) or the standard normal prior"
             )
         posteriors = model.encode(tf.convert_to_tensor(self.pseudo_inputs))  # batch [K], event [L]
         return tfd.MixtureSameFamily(

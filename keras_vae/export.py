@@ -6,8 +6,9 @@ The signatures are the export's public API. Inputs and outputs are float32 (int3
 | signature         | inputs                         | outputs                                                |
 | ----------------- | ------------------------------ | ------------------------------------------------------ |
 | `encode`          | `x` [B, *event]                | `z_mean`, `z_stddev` [B, L]: q(z|x)                     |
-| `decode`          | `z` [B, L]                     | `x_mean` [B, *event]: mean of p(x|z); its parameters,  |
-|                   |                                | `x_logits` (Bernoulli) or `x_scale` (Gaussian)         |
+| `decode`          | `z` [B, L]                     | `x_mean` [B, *event]: mean of p(x|z); its parameters:  |
+|                   |                                | `x_logits` (Bernoulli, continuous Bernoulli), `x_scale` |
+|                   |                                | (Gaussian), `x_loc`, `x_scale` (discretized logistic)  |
 | `reconstruct`     | `x` [B, *event]                | `x_mean`: mean of p(x | z = z_mean), `z_mean`          |
 | `sample`          | `num_samples`, `seed` (scalars) | `x_mean` [n, *event], `z` [n, L], z ~ p(z)            |
 | `score`           | `x` [B, *event]                | `elbo`, `log_likelihood` [B], nats                     |

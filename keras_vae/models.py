@@ -353,7 +353,7 @@ class VAE(keras.Model):
 
 
 def mlp_vae(input_shape, latent_dim, hidden_units=(200, 200), likelihood="bernoulli", covariance="diagonal",
-            activation="relu", likelihood_scale=1.0, **kwargs):
+            activation="relu", likelihood_scale=None, **kwargs):
     """A `VAE` with MLP encoder and mirrored MLP decoder for data of shape `input_shape`.
 
     Args:
@@ -364,7 +364,8 @@ def mlp_vae(input_shape, latent_dim, hidden_units=(200, 200), likelihood="bernou
             `"gaussian"`, ...
         covariance: posterior covariance, `"diagonal"` or `"full"`.
         activation: hidden-layer activation (`"tanh"` as in Burda et al., `"relu"`, ...).
-        likelihood_scale: sigma of a Gaussian likelihood: a float or `"learned"`.
+        likelihood_scale: scale of a Gaussian or discretized logistic likelihood: a float or
+            `"learned"`; None for the family's default (1.0 and `"learned"`).
         **kwargs: passed to `VAE` (`beta`, `num_samples`, `objective`, `prior`, `seed`,
             `num_classes` for a conditional VAE, ...).
     """
@@ -377,7 +378,7 @@ def mlp_vae(input_shape, latent_dim, hidden_units=(200, 200), likelihood="bernou
 
 
 def conv_vae(input_shape, latent_dim, filters=(32, 64), hidden_units=(256,), likelihood="bernoulli",
-             covariance="diagonal", activation="relu", likelihood_scale=1.0, **kwargs):
+             covariance="diagonal", activation="relu", likelihood_scale=None, **kwargs):
     """A `VAE` with a convolutional encoder and a mirrored transposed-convolution decoder.
 
     For images `input_shape = (H, W, C)` with H and W divisible by 2^len(filters), e.g.
@@ -398,7 +399,8 @@ def conv_vae(input_shape, latent_dim, filters=(32, 64), hidden_units=(256,), lik
 def _assemble(make_encoder, decoder, input_shape, latent_dim, likelihood, covariance, likelihood_scale, **kwargs):
     """A `VAE` from an encoder factory (given the posterior's parameter count) and a decoder."""
     posterior = distributions.GaussianPosterior(latent_dim, covariance=covariance)
-    likelihood_kwargs = {"scale": likelihood_scale} if likelihood == "gaussian" else {}
+    scaled = likelihood in ("gaussian", "discretized_logistic")  # the families with a scale parameter
+    likelihood_kwargs = {"scale": likelihood_scale} if scaled and likelihood_scale is not None else {}
     return VAE(
         encoder=make_encoder(posterior.params_size(latent_dim, covariance)),
         decoder=decoder,

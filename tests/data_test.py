@@ -1,4 +1,4 @@
-"""Datasets: digits, the real MNIST / Fashion-MNIST files, binarization, pipelines, errors.
+"""Datasets: digits, the real MNIST / Fashion-MNIST files, synthetic CIFAR-10 batches, binarization, pipelines, errors.
 
 The bad-file tests corrupt copies of the real files in tmp_path (the shared originals are
 only read, and checked against their SHA256SUMS afterwards).
@@ -9,7 +9,9 @@ import gzip
 import hashlib
 import io
 import os
+import pickle
 import re
+import tarfile
 import tempfile
 
 import hypothesis
@@ -418,3 +420,229 @@ def test_damaged_npz(content):
     # zip's CRC-32 catches damage to the arrays; what got through must be the original.
     np.testing.assert_array_equal(splits.train[..., 0], _VALID / np.float32(255))
     np.testing.assert_array_equal(splits.test[..., 0], _VALID[::-1] / np.float32(255))
+
+
+# ------------------------------------------------------------------ CIFAR-10
+# No CIFAR-10 files exist here: these tests write small files in the real format, the
+# pickled dict of a python batch (b"data": uint8 [N, 3072], rows of red, green and blue
+# 32x32 planes, b"labels": N ints), as folders, `cifar-10-batches-py/` and the .tar.gz.
+CIFAR_NAMES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+
+def _cifar_images(seed, count=3):
+    return np.random.default_rng(seed).integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+
+
+def _cifar_batch(images, labels=None, legacy=False, **extra):
+    """A python batch's bytes; `legacy` spells numpy's module as numpy < 2 did (the real files')."""
+    batch = {b"batch_label": b"synthetic batch", b"data": images.transpose(0, 3, 1, 2).reshape(len(images), 3072),
+             b"labels": list(range(len(images))) if labels is None else labels,
+             b"filenames": [b"image_%d.png" % i for i in range(len(images))], **extra}
+    raw = pickle.dumps(batch, protocol=3)  # GLOBAL opcodes name modules as text, as in protocol 2 files
+    return raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray") if legacy else raw
+
+
+def _cifar_contents(legacy=False):
+    """{name: bytes} of five training batches (3 images each) and a test batch (4 images)."""
+    return {name: _cifar_batch(_cifar_images(i, 4 if name == "test_batch" else 3), legacy=legacy)
+            for i, name in enumerate(CIFAR_NAMES)}
+
+
+def _write_cifar(folder, contents=None, layout="folder"):
+    """Write the batches into `folder`: as files (`"files"`), `cifar-10-batches-py/` or the archive."""
+    contents = _cifar_contents() if contents is None else contents
+    folder.mkdir(parents=True, exist_ok=True)
+    if layout == "archive":
+        with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz") as archive:
+            for name, raw in contents.items():
+                info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+                info.size = len(raw)
+                archive.addfile(info, io.BytesIO(raw))
+        return folder
+    target = folder / "cifar-10-batches-py" if layout == "folder" else folder
+    target.mkdir(exist_ok=True)
+    for name, raw in contents.items():
+        (target / name).write_bytes(raw)
+    return folder
+
+
+def _expected_cifar():
+    train = np.concatenate([_cifar_images(i) for i in range(5)]) / np.float32(255)
+    return train, _cifar_images(5, 4) / np.float32(255)
+
+
+@pytest.fixture
+def no_cifar_download(tmp_path, monkeypatch):
+    """An empty Keras cache and a download that fails, counted."""
+    import keras
+
+    calls = []
+
+    def fail():
+        calls.append(1)
+        raise OSError("no network")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", fail)
+    return calls
+
+
+@pytest.mark.parametrize("layout, legacy", [("folder", False), ("files", False), ("archive", False),
+                                            ("folder", True), ("archive", True)])
+def test_cifar10_basics(tmp_path, no_cifar_download, layout, legacy):
+    folder = _write_cifar(tmp_path / "cifar", _cifar_contents(legacy), layout)
+    splits = data.load("cifar10", data_dir=str(folder), validation_size=5)
+    train, test = _expected_cifar()
+    assert splits.input_shape == (32, 32, 3) and splits.train.dtype == np.float32
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (10, 5, 4)
+    np.testing.assert_array_equal(splits.train, train[:10])
+    np.testing.assert_array_equal(splits.validation, train[10:])
+    np.testing.assert_array_equal(splits.test, test)
+    assert not no_cifar_download
+
+
+def test_cifar10_pixel_layout(tmp_path):
+    """Row i of b"data" holds image i's red plane, then green, then blue, each row-major."""
+    data_row = np.arange(3072, dtype=np.int64) % 251
+    raw = pickle.dumps({b"data": data_row.astype(np.uint8)[None], b"labels": [0]}, protocol=3)
+    (tmp_path / "batch").write_bytes(raw)
+    image = data.read_cifar_batch(str(tmp_path / "batch"))
+    assert image.shape == (1, 32, 32, 3) and image.dtype == np.uint8
+    for row, column, channel in ((0, 0, 0), (0, 1, 0), (1, 0, 0), (5, 7, 1), (31, 31, 2)):
+        assert image[0, row, column, channel] == data_row[channel * 1024 + row * 32 + column]
+
+
+def test_cifar10_lookup_order(tmp_path, monkeypatch, no_cifar_download):
+    env_root, cache = tmp_path / "env", tmp_path / "keras_home" / "datasets"
+    # Keras 3 extracts its download to ~/.keras/datasets/cifar-10-batches-py-target/cifar-10-batches-py/.
+    _write_cifar(cache / "cifar-10-batches-py-target", {
+        name: _cifar_batch(np.full((3, 32, 32, 3), 255, np.uint8)) for name in CIFAR_NAMES})
+    assert data.load("cifar10", validation_size=1).test.min() == 1.0  # the Keras cache
+    _write_cifar(env_root / "cifar-10", layout="archive")
+    monkeypatch.setenv(data.ENV_VAR, str(env_root))
+    np.testing.assert_array_equal(data.load("cifar10", validation_size=1).test, _expected_cifar()[1])  # env first
+    data_dir = _write_cifar(tmp_path / "given", {name: _cifar_batch(np.zeros((2, 32, 32, 3), np.uint8))
+                                                 for name in CIFAR_NAMES})
+    assert data.load("cifar10", data_dir=str(data_dir), validation_size=1).test.max() == 0.0  # data_dir first
+    assert not no_cifar_download
+
+
+def test_cifar10_download_is_the_last_resort(tmp_path, monkeypatch, no_cifar_download):
+    import keras
+
+    with pytest.raises(FileNotFoundError, match="No cifar10 data found .* download failed \\(OSError\\)") as raised:
+        data.load("cifar10")
+    assert str(tmp_path / "keras_home" / "datasets") in str(raised.value) and len(no_cifar_download) == 1
+    images = _cifar_images(0, 6)
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data",
+                        lambda: ((images, np.zeros((6, 1))), (images[:2], np.zeros((2, 1)))))
+    splits = data.load("cifar10", validation_size=2)
+    np.testing.assert_array_equal(splits.test, images[:2] / np.float32(255))
+    with pytest.raises(ValueError, match=r"`validation_size` must be in \[0, 6\) for cifar10"):
+        data.load("cifar10")  # the default 5000 needs the real 50000 training images
+
+
+def _pwned(marker):
+    class Gadget:
+        def __reduce__(self):
+            return os.makedirs, (marker,)
+    return Gadget()
+
+
+def _replace_batch(name, raw):
+    def corrupt(folder, marker):
+        contents = _cifar_contents()
+        contents[name] = raw(marker) if callable(raw) else raw
+        _write_cifar(folder, contents, layout="files")
+        return folder / name
+    return corrupt
+
+
+def _archive(change):
+    def corrupt(folder, marker):
+        _write_cifar(folder, layout="archive")
+        path = folder / "cifar-10-python.tar.gz"
+        path.write_bytes(change(path.read_bytes()))
+        return path
+    return corrupt
+
+
+def _archive_without(name):
+    def corrupt(folder, marker):
+        _write_cifar(folder, {key: raw for key, raw in _cifar_contents().items() if key != name}, layout="archive")
+        return folder / "cifar-10-python.tar.gz"
+    return corrupt
+
+
+def _missing(name):
+    def corrupt(folder, marker):
+        _write_cifar(folder, layout="folder")
+        os.remove(folder / "cifar-10-batches-py" / name)
+        return folder / "cifar-10-batches-py" / name
+    return corrupt
+
+
+_IMAGES3 = _cifar_images(0)
+BAD_CIFAR_FILES = [
+    ("html_error_page", _replace_batch("data_batch_2", b"<!DOCTYPE html><title>404 Not Found</title>"), ValueError,
+     "is not a CIFAR-10 python batch (UnpicklingError"),
+    ("truncated", _replace_batch("test_batch", _cifar_batch(_IMAGES3)[:5000]), ValueError,
+     "is not a CIFAR-10 python batch ("),
+    ("code_in_the_pickle", _replace_batch("data_batch_1", lambda marker: pickle.dumps({b"data": _pwned(marker)})),
+     ValueError, "refusing to load the global os.makedirs"),
+    ("a_list", _replace_batch("data_batch_4", pickle.dumps([1, 2, 3])), ValueError,
+     "is not a CIFAR-10 python batch: found a list; expected a pickled dict"),
+    ("no_data_key", _replace_batch("data_batch_3", pickle.dumps({b"labels": [1]})), ValueError,
+     "found a dict with keys [b'labels']"),
+    ("float_pixels", _replace_batch("data_batch_5", pickle.dumps({b"data": np.zeros((2, 3072))})), ValueError,
+     'has b"data" of dtype float64 and shape (2, 3072): expected uint8 images of shape (N, 3072)'),
+    ("grey_images", _replace_batch("test_batch", pickle.dumps({b"data": np.zeros((2, 1024), np.uint8)})),
+     ValueError, 'has b"data" of dtype uint8 and shape (2, 1024)'),
+    ("empty", _replace_batch("test_batch", pickle.dumps({b"data": np.zeros((0, 3072), np.uint8)})), ValueError,
+     "is empty"),
+    ("label_count_mismatch", _replace_batch("data_batch_1", _cifar_batch(_IMAGES3, labels=[0, 1])), ValueError,
+     "holds 3 images but 2 labels: expected one label per image"),
+    ("archive_truncated", _archive(lambda raw: raw[: len(raw) // 2]), ValueError,
+     "is not a readable .tar.gz archive ("),
+    ("archive_not_gzip", _archive(lambda raw: b"PK\x03\x04" + raw[4:]), ValueError,
+     "is not a readable .tar.gz archive ("),
+    ("archive_member_missing", _archive_without("data_batch_5"), ValueError,
+     "has no file cifar-10-batches-py/data_batch_5: expected the cifar-10-python.tar.gz"),
+    ("batch_missing", _missing("data_batch_3"), FileNotFoundError, "Incomplete CIFAR-10 batches in"),
+]
+
+
+@pytest.mark.parametrize("corrupt, error, fragment", [case[1:] for case in BAD_CIFAR_FILES],
+                         ids=[case[0] for case in BAD_CIFAR_FILES])
+def test_bad_cifar10_files_errors(tmp_path, no_cifar_download, corrupt, error, fragment):
+    folder = tmp_path / "cifar"
+    marker = str(tmp_path / "pwned")
+    culprit = corrupt(folder, marker)
+    before = tree_digest(folder)
+    with pytest.raises(error) as raised:
+        data.load("cifar10", data_dir=str(folder), validation_size=1)
+    message = str(raised.value)
+    assert fragment in message and str(culprit) in message and "\n" not in message
+    assert tree_digest(folder) == before and not os.path.exists(marker)  # nothing written, no code run
+    assert not no_cifar_download
+
+
+_VALID_CIFAR = _cifar_batch(_cifar_images(0, 1), legacy=True)
+
+
+@_FUZZ
+@hypothesis.given(content=st.one_of(_damaged(_VALID_CIFAR), st.binary(max_size=64)))
+def test_read_cifar_batch_damaged(content):
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "data_batch_1")
+        with open(path, "wb") as f:
+            f.write(content)
+        try:
+            images = data.read_cifar_batch(path)
+        except (ValueError, OSError) as error:
+            assert path in str(error) and "\n" not in str(error)
+            hypothesis.event(f"rejected: {type(error).__name__}")
+            return
+    hypothesis.event("accepted")  # a pickle has no checksum: damage to pixel bytes goes through
+    assert images.dtype == np.uint8 and images.shape[1:] == (32, 32, 3) and len(images) >= 1
