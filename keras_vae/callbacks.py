@@ -1,4 +1,5 @@
-"""Training callbacks: KL warm-up, learning-rate schedules, fault handling, and the standard set for a run."""
+"""Training callbacks: KL warm-up, learning-rate schedules, fault handling, TensorBoard images, and the standard
+set for a run."""
 
 import math
 import os
@@ -6,6 +7,9 @@ import signal
 import threading
 
 import keras
+import tensorflow as tf
+
+from keras_vae import plots
 
 LR_SCHEDULES = ("constant", "burda", "burda_equal")
 
@@ -245,8 +249,6 @@ class ImageLogger(keras.callbacks.Callback):
         self._last_epoch = self._last_logged = None
 
     def on_train_begin(self, logs=None):
-        import tensorflow as tf
-
         self._writer = tf.summary.create_file_writer(self.log_dir)
         self._last_epoch = self._last_logged = None
 
@@ -263,10 +265,6 @@ class ImageLogger(keras.callbacks.Callback):
             self._writer = None
 
     def _log(self, epoch):
-        import tensorflow as tf
-
-        from keras_vae import plots
-
         def grid(images, columns):
             tiled = plots.tile_images(images, columns)
             return (tiled[..., None] if tiled.ndim == 2 else tiled)[None].astype("float32")  # [1, H, W, C]

@@ -23,15 +23,15 @@ def as_images(images):
     """`images` as float32 `[N, H, W]` (gray) or `[N, H, W, 3]` (RGB) in [0, 1].
 
     Flat `[N, D]` examples become squares: `D = S^2` gives S x S gray images, `D = 3 S^2`
-    S x S RGB ones (channels last).
+    S x S RGB ones (channels last), for S >= 2.
     """
     images = np.asarray(images, np.float32)
     if images.ndim == 2:
         side = math.isqrt(images.shape[1])
         rgb_side = math.isqrt(images.shape[1] // 3)
-        if side * side == images.shape[1] and side > 0:
+        if side * side == images.shape[1] and side > 1:
             images = images.reshape(-1, side, side)
-        elif 3 * rgb_side * rgb_side == images.shape[1] and rgb_side > 0:
+        elif 3 * rgb_side * rgb_side == images.shape[1] and rgb_side > 1:
             images = images.reshape(-1, rgb_side, rgb_side, 3)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
@@ -186,8 +186,8 @@ def latent_traversals(model, x, path, dims=None, num=9, span=3.0, index=0, batch
 
     Row d decodes z = E[z|x_index] with z[d] moved over `-span ... +span` (in units of the
     prior's standard deviation) around its posterior mean; the middle column (odd `num`)
-    is the reconstruction. `dims` defaults to the most active dimensions, at most 10,
-    ordered by the variance of E[z_d|x] over x (the activity of `evaluation.active_units`).
+    is the reconstruction. `dims` defaults to the 10 (or all, if fewer) dimensions whose
+    E[z_d|x] varies most over x (the activity of `evaluation.active_units`), most active first.
     """
     latent_dim = model.latent_dim
     if not isinstance(num, int) or num < 2:
@@ -219,10 +219,10 @@ def learning_curves(history, path, terms=("elbo", "reconstruction", "kl")):
     axis). Terms missing from the history are left out; empty cells are gaps.
     """
     if isinstance(history, dict):
-        columns = {key: _floats(values) for key, values in history.items()}
+        columns = {key: _floats(key, values) for key, values in history.items()}
     else:
         rows = list(history)
-        columns = {key: _floats([row.get(key) for row in rows]) for key in (rows[0] if rows else {})}
+        columns = {key: _floats(key, [row.get(key) for row in rows]) for key in (rows[0] if rows else {})}
     terms = [term for term in terms if term in columns or f"val_{term}" in columns]
     if not terms:
         raise ValueError(f"The history has none of the terms to plot. Received keys: {sorted(columns)}")
@@ -242,9 +242,16 @@ def learning_curves(history, path, terms=("elbo", "reconstruction", "kl")):
     return _save(fig, path)
 
 
-def _floats(values):
-    """A float array of `values`; None and empty strings become NaN."""
-    return np.array([np.nan if value in (None, "") else float(value) for value in values], np.float64)
+def _floats(key, values):
+    """A float array of the `values` of column `key`; None and empty strings become NaN."""
+    numbers = []
+    for i, value in enumerate(values):
+        try:
+            numbers.append(np.nan if value in (None, "") else float(value))
+        except (TypeError, ValueError):
+            raise ValueError(f"Expected numbers in the history's {key!r} column. Received {value!r} in row {i}"
+                             ) from None
+    return np.array(numbers, np.float64)
 
 
 def _tiled_figure(tiled, columns):
@@ -257,7 +264,7 @@ def _tiled_figure(tiled, columns):
 
 def _save(fig, path, title=None):
     if title:
-        fig.suptitle(title)
+        fig.axes[0].set_title(title)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path

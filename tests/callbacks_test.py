@@ -1,12 +1,14 @@
 """Learning-rate schedules and a resumable training run."""
 
 import csv
+import glob
 import json
 import os
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_vae
 from keras_vae import callbacks
@@ -90,3 +92,74 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path):
         assert json.load(f)["epoch"] == 2
     with open(os.path.join(model_dir, "history.csv")) as f:
         assert [row.split(",")[0] for row in f.read().split()[1:]] == ["0", "1"]
+
+
+def image_summaries(folder):
+    """{tag: {step: decoded image [H, W, C]}} of the image summaries in the event files under `folder`."""
+    found = {}
+    for event_file in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(event_file):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "images":
+                    width, height, png = tf.make_ndarray(value.tensor)  # as tf.summary.image stores them
+                    image = tf.io.decode_png(png).numpy()
+                    assert image.shape[:2] == (int(height), int(width))
+                    found.setdefault(value.tag, {})[event.step] = image
+    return found
+
+
+class _StopAfter(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.stop_training = True
+
+
+@pytest.mark.parametrize("input_shape, image_shape", [((8, 8, 1), (8, 8, 1)), ((64,), (8, 8, 1)),
+                                                      ((8, 8, 3), (8, 8, 3))], ids=["gray", "flat", "rgb"])
+def test_image_logger_writes_images_to_tensorboard(tmp_path, input_shape, image_shape):
+    x = keras_vae.data.load("digits").train[:128]
+    x = np.repeat(x, 3, axis=-1) * [1.0, 0.5, 0.0] if image_shape[-1] == 3 else x.reshape((-1,) + input_shape)
+    x = x.astype(np.float32)
+    model = keras_vae.mlp_vae(input_shape, 2, (16,), seed=0)
+    model.compile(optimizer="adam")
+    logger = callbacks.ImageLogger(str(tmp_path), x, every=2, num=4, seed=0)
+    model.fit(x, epochs=3, batch_size=64, verbose=0, callbacks=[logger])
+    images = image_summaries(tmp_path / "images")
+    assert sorted(images) == ["reconstructions", "samples"]
+    assert sorted(images["samples"]) == [1, 2]  # after epoch 2 (every 2nd) and epoch 3 (the last); 0-based steps
+    assert sorted(images["reconstructions"]) == [1, 2]
+    # 4 samples of 8x8 in a 2 x 2 grid; 4 inputs above 4 reconstructions; 1-pixel gaps.
+    channels = image_shape[-1]
+    assert images["samples"][2].shape == (17, 17, channels)
+    reconstructions = images["reconstructions"][2] / 255.0
+    assert reconstructions.shape == (17, 35, channels)
+    inputs = x[:4].reshape((4,) + image_shape)
+    expected = np.clip(model.predict(x[:4], verbose=0).reshape((4,) + image_shape), 0, 1)
+    for i in range(4):
+        np.testing.assert_allclose(reconstructions[:8, 9 * i : 9 * i + 8], inputs[i], atol=1 / 255)  # top row
+        np.testing.assert_allclose(reconstructions[9:, 9 * i : 9 * i + 8], expected[i], atol=1 / 255)
+    np.testing.assert_allclose(reconstructions[8], 1.0)  # the gap between the rows
+
+
+def test_image_logger_logs_the_last_epoch_of_a_stopped_run(tmp_path):
+    x = keras_vae.data.load("digits").train[:64]
+    model = keras_vae.mlp_vae((8, 8, 1), 2, (16,), seed=0)
+    model.compile(optimizer="adam")
+    logger = callbacks.ImageLogger(str(tmp_path), x, every=5, num=2)
+    model.fit(x, epochs=10, batch_size=64, verbose=0, callbacks=[_StopAfter(1), logger])
+    images = image_summaries(tmp_path / "images")
+    assert sorted(images["samples"]) == [1] and sorted(images["reconstructions"]) == [1]
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"every": 0}, "`every` must be a positive integer"),
+    ({"num": 0}, "`num` must be a positive integer"),
+    ({"x": np.zeros((0, 8, 8, 1))}, "`x` must hold at least one example"),
+])
+def test_image_logger_errors(tmp_path, kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        callbacks.ImageLogger(str(tmp_path), **{"x": np.zeros((4, 8, 8, 1)), **kwargs})

@@ -1,0 +1,111 @@
+"""End-to-end tests of apps.sample, run as a real subprocess on a tiny digits run."""
+
+import json
+import os
+import shutil
+import types
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+
+import keras_vae
+from apps_test import TINY, assert_ok, assert_one_line_error, run_app
+from helpers import tree_digest
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PICTURES = ("latent_manifold.png", "latent_traversals.png", "learning_curves.png", "reconstructions.png",
+            "samples.png")
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    """A tiny training run, and apps.sample's output for it."""
+    root = tmp_path_factory.mktemp("sampled")
+    run = types.SimpleNamespace(model_dir=str(root / "model"), output_dir=str(root / "pictures" / "new"))
+    assert_ok(run_app("train", *TINY, f"--model_dir={run.model_dir}", "--export_dir="))
+    run.result = run_app("sample", f"--model_dir={run.model_dir}", f"--output_dir={run.output_dir}",
+                         "--num_samples=9", "--seed=3")
+    assert_ok(run.result)
+    return run
+
+
+def test_sample_writes_every_output(sampled):
+    assert sorted(os.listdir(sampled.output_dir)) == sorted(PICTURES + ("collapse.json",))  # no staging left
+    for name in PICTURES:
+        path = os.path.join(sampled.output_dir, name)
+        with open(path, "rb") as f:
+            assert f.read(8) == PNG_SIGNATURE, name
+        assert matplotlib.image.imread(path).std() > 0.01, name
+    height, width = matplotlib.image.imread(os.path.join(sampled.output_dir, "samples.png")).shape[:2]
+    assert 0.8 < height / width < 1.3  # --num_samples=9: a 3 x 3 grid
+    for name in sorted(PICTURES + ("collapse.json",)):
+        assert f"Wrote {os.path.join(sampled.output_dir, name)}" in sampled.result.stdout
+    assert "No latent_scatter.png: the dataset loader gives no labels" in sampled.result.stdout
+
+
+def test_sample_collapse_report(sampled):
+    with open(os.path.join(sampled.output_dir, "collapse.json")) as f:
+        report = json.load(f)
+    assert report["model_dir"] == sampled.model_dir
+    assert report["dataset"] == "digits" and report["split"] == "test"
+    assert report["latent_dim"] == 2 and report["num_examples"] == 300
+    assert report["summary"] in sampled.result.stdout
+    # The same numbers as the library function on the saved model.
+    model = keras.saving.load_model(os.path.join(sampled.model_dir, "model.keras"))
+    expected = keras_vae.evaluation.posterior_collapse_report(model, keras_vae.data.load("digits").test)
+    np.testing.assert_allclose(report["kl_per_dim"], expected["kl_per_dim"], rtol=1e-5)
+    assert report["collapsed_dims"] == expected["collapsed_dims"]
+    assert report["active_units"] == expected["active_units"]
+
+
+def test_sample_missing_model_dir(tmp_path):
+    missing = tmp_path / "no_such_run"
+    result = run_app("sample", f"--model_dir={missing}", f"--output_dir={tmp_path / 'out'}")
+    assert_one_line_error(result, "sample: error:", str(missing))
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_sample_unwritable_output_dir(sampled, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    before = tree_digest(sampled.model_dir)
+    result = run_app("sample", f"--model_dir={sampled.model_dir}", f"--output_dir={blocker / 'pictures'}")
+    assert_one_line_error(result, "sample: error:", str(blocker))
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]
+    assert blocker.read_text() == "not a folder\n"
+    assert tree_digest(sampled.model_dir) == before
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--output_dir={tmp}/out", "--num_samples=0"], ["Flags parsing error", "--num_samples"]),
+    (["--output_dir= "], ["Flags parsing error", "--output_dir", "must name a folder"]),
+    ([], ["Flags parsing error", "--output_dir"]),
+], ids=["num_samples", "empty_output_dir", "no_output_dir"])
+def test_sample_bad_flags(tmp_path, args, fragments):
+    result = run_app("sample", f"--model_dir={tmp_path / 'run'}", *(arg.format(tmp=tmp_path) for arg in args))
+    line = assert_one_line_error(result, *fragments)
+    assert line.startswith("FATAL Flags parsing error:")
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_sample_bad_history_writes_nothing(sampled, tmp_path, existing):
+    # The pictures before learning_curves.png are drawn, then the damaged history.csv stops the run.
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.keras", "flags.cfg"):
+        shutil.copy(os.path.join(sampled.model_dir, name), run / name)
+    (run / "history.csv").write_text("epoch,elbo\n0,-30.5\n1,oops\n")
+    output_dir = tmp_path / "out" / "pictures"
+    if existing:
+        output_dir.mkdir(parents=True)
+        (output_dir / "samples.png").write_bytes(b"older")
+    before = tree_digest(tmp_path)
+    result = run_app("sample", f"--model_dir={run}", f"--output_dir={output_dir}")
+    assert_one_line_error(result, "sample: error: history.csv of the run:", "'elbo' column", "oops")
+    assert tree_digest(tmp_path) == before
+    assert sorted(os.listdir(tmp_path)) == (["out", "run"] if existing else ["run"])
+    if existing:
+        assert os.listdir(output_dir) == ["samples.png"]  # no staging folder left
