@@ -71,13 +71,26 @@ def run_flags(model_dir):
         return dict(line.strip()[2:].split("=", 1) for line in f if line.startswith("--") and "=" in line)
 
 
-def final_metrics(model_dir):
-    """The last epoch's row of the run's history.csv, as numbers ({} without one)."""
+def adopt_run_flags(model_dir, names):
+    """Set the flags `names` to the training run's values, except those given on this command line."""
+    trained = run_flags(model_dir)
+    for name in names:
+        if name in trained and not flags.FLAGS[name].present:
+            flags.FLAGS[name].parse(trained[name])
+
+
+def history_rows(model_dir):
+    """The rows of the run's history.csv, one dict of strings per epoch ([] without one)."""
     path = os.path.join(model_dir, "history.csv")
     if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def final_metrics(model_dir):
+    """The last epoch's row of the run's history.csv, as numbers ({} without one)."""
+    rows = history_rows(model_dir)
     return {name: float(value) for name, value in rows[-1].items()} if rows else {}
 
 

@@ -31,21 +31,13 @@ _CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 250, "Importance samples per ch
 _DATASET_FLAGS = ("dataset", "data_dir", "validation_size", "binarize", "seed")
 
 
-def _training_flags(model_dir):
-    """Dataset flags of the training run, for those not given on this command line."""
-    trained = common.run_flags(model_dir)
-    for name in _DATASET_FLAGS:
-        if name in trained and not flags.FLAGS[name].present:
-            flags.FLAGS[name].parse(trained[name])
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     common.quiet_logs()
     with common.one_line_errors("evaluate"):
         model = common.load_model(common.MODEL_DIR.value)
-        _training_flags(common.MODEL_DIR.value)
+        common.adopt_run_flags(common.MODEL_DIR.value, _DATASET_FLAGS)
         x = getattr(common.load_splits(), _SPLIT.value)[: _NUM_EXAMPLES.value]
         results = evaluation.report(model, x, iw_samples=_IW_SAMPLES.value, bound_samples=_BOUND_SAMPLES.value,
                                     batch_size=_BATCH_SIZE.value, chunk_size=_CHUNK_SIZE.value,

@@ -19,8 +19,6 @@ from `<model_dir>/flags.cfg`; dataset flags given here take precedence), then wr
 Files are written only once all of them are drawn, so a failure leaves `--output_dir` as it was.
 """
 
-import csv
-import json
 import os
 import shutil
 import tempfile
@@ -29,7 +27,7 @@ from absl import app, flags
 
 from apps import common  # first: quiets TensorFlow's C++ logging before it loads
 import keras_vae  # noqa: F401  (registers the serializable classes)
-from keras_vae import evaluation, plots
+from keras_vae import plots
 
 flags.adopt_module_key_flags(common)
 
@@ -48,51 +46,12 @@ def _output_dir(value):
 _DATASET_FLAGS = ("dataset", "data_dir", "validation_size", "binarize")
 
 
-def _training_flags(model_dir):
-    """Dataset flags of the training run, for those not given on this command line."""
-    trained = common.run_flags(model_dir)
-    for name in _DATASET_FLAGS:
-        if name in trained and not flags.FLAGS[name].present:
-            flags.FLAGS[name].parse(trained[name])
-
-
 def _first_missing(folder):
     """The outermost folder that `os.makedirs(folder)` would create, or None if `folder` exists."""
     folder, missing = os.path.abspath(folder), None
     while not os.path.exists(folder):
         folder, missing = os.path.dirname(folder), folder
     return missing
-
-
-def _history_rows(model_dir):
-    """The rows of `<model_dir>/history.csv` ([] without one)."""
-    path = os.path.join(model_dir, "history.csv")
-    if not os.path.isfile(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def draw(model, x, labels, history_rows, folder, num_samples=64, seed=0, about=None):
-    """Write the pictures and collapse.json (with the entries of `about` first) into `folder`.
-
-    Returns the names written and the collapse report.
-    """
-    plots.samples(model, os.path.join(folder, "samples.png"), num=num_samples, seed=seed)
-    plots.reconstructions(model, x, os.path.join(folder, "reconstructions.png"))
-    plots.latent_manifold(model, os.path.join(folder, "latent_manifold.png"))
-    plots.latent_traversals(model, x, os.path.join(folder, "latent_traversals.png"))
-    if labels is not None:
-        plots.latent_scatter(model, x, labels, os.path.join(folder, "latent_scatter.png"))
-    if history_rows:
-        try:
-            plots.learning_curves(history_rows, os.path.join(folder, "learning_curves.png"))
-        except ValueError as error:
-            raise ValueError(f"history.csv of the run: {error}") from error
-    report = evaluation.posterior_collapse_report(model, x)
-    with open(os.path.join(folder, "collapse.json"), "w") as f:
-        json.dump({**(about or {}), **report}, f, indent=2)
-    return sorted(os.listdir(folder)), report
 
 
 def main(argv):
@@ -102,7 +61,7 @@ def main(argv):
     model_dir, output_dir = common.MODEL_DIR.value, _OUTPUT_DIR.value
     with common.one_line_errors("sample"):
         model = common.load_model(model_dir)
-        _training_flags(model_dir)
+        common.adopt_run_flags(model_dir, _DATASET_FLAGS)
         splits = common.load_splits()
         x = splits.test[: _NUM_EXAMPLES.value]
         labels = getattr(splits, "test_labels", None)  # data.Splits has no labels yet
@@ -113,8 +72,9 @@ def main(argv):
         staging = tempfile.mkdtemp(prefix=".sample-", dir=output_dir)
         try:
             about = {"model_dir": model_dir, "dataset": common.DATASET.value, "split": "test"}
-            names, report = draw(model, x, labels, _history_rows(model_dir), staging, _NUM_SAMPLES.value,
-                                 common.SEED.value, about)
+            names, report = plots.write_pictures(model, x, staging, labels=labels,
+                                                 history_rows=common.history_rows(model_dir),
+                                                 num_samples=_NUM_SAMPLES.value, seed=common.SEED.value, about=about)
             for name in names:
                 os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
         except BaseException:

@@ -14,7 +14,7 @@ if keras.backend.backend() != "tensorflow":
     )
 
 from keras_vae import bounds, callbacks, data, distributions, evaluation, export, networks, plots  # noqa: E402
-from keras_vae.callbacks import KLCyclical, KLWarmup  # noqa: E402
+from keras_vae.callbacks import ImageLogger, KLCyclical, KLWarmup  # noqa: E402
 from keras_vae.distributions import (  # noqa: E402
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
@@ -38,6 +38,7 @@ __all__ = [
     "DiscretizedLogisticLikelihood",
     "GaussianLikelihood",
     "GaussianPosterior",
+    "ImageLogger",
     "KLCyclical",
     "KLWarmup",
     "MixtureOfGaussiansPrior",

@@ -149,9 +149,11 @@ class BernoulliLikelihood(keras.layers.Layer):
         super().__init__(**kwargs)
         self.event_shape = tuple(int(d) for d in event_shape)
 
+    family = tfd.Bernoulli  # the per-dimension distribution, from logits
+
     def call(self, logits):
-        bernoulli = tfd.Bernoulli(logits=_float32(logits), dtype=tf.float32)
-        return tfd.Independent(bernoulli, reinterpreted_batch_ndims=len(self.event_shape))
+        per_dimension = self.family(logits=_float32(logits), dtype=tf.float32)
+        return tfd.Independent(per_dimension, reinterpreted_batch_ndims=len(self.event_shape))
 
     @staticmethod
     def named_parameters(distribution):
@@ -216,7 +218,7 @@ class GaussianLikelihood(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class ContinuousBernoulliLikelihood(keras.layers.Layer):
+class ContinuousBernoulliLikelihood(BernoulliLikelihood):
     """Independent continuous Bernoulli p(x|z) from logits shaped like x (Loaiza-Ganem & Cunningham).
 
     The Bernoulli "cross-entropy" of intensities in [0, 1] is not a density: it lacks the
@@ -245,24 +247,7 @@ class ContinuousBernoulliLikelihood(keras.layers.Layer):
     ```
     """
 
-    support = (0.0, 1.0)
-
-    def __init__(self, event_shape, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.event_shape = tuple(int(d) for d in event_shape)
-
-    def call(self, logits):
-        continuous_bernoulli = tfd.ContinuousBernoulli(logits=_float32(logits), dtype=tf.float32)
-        return tfd.Independent(continuous_bernoulli, reinterpreted_batch_ndims=len(self.event_shape))
-
-    @staticmethod
-    def named_parameters(distribution):
-        """The parameters of a distribution this layer made, by the name a SavedModel gives them."""
-        return {"x_logits": distribution.distribution.logits}
-
-    def get_config(self):
-        return {**super().get_config(), "event_shape": self.event_shape}
+    family = tfd.ContinuousBernoulli
 
 
 class DiscretizedLogistic(tfd.Distribution):

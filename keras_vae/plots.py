@@ -5,7 +5,9 @@ its path. Images may be given as `[N, H, W]`, `[N, H, W, 1]`, `[N, H, W, 3]` or 
 `[N, D]` with D a square (gray) or three times a square (RGB); values are clipped to [0, 1].
 """
 
+import json
 import math
+import os
 
 import matplotlib
 
@@ -268,3 +270,31 @@ def _save(fig, path, title=None):
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def write_pictures(model, x, folder, labels=None, history_rows=None, num_samples=64, seed=0, about=None):
+    """Every picture of a trained model, and `collapse.json`, written into `folder`.
+
+    `samples.png`, `reconstructions.png` (of x), `latent_manifold.png`,
+    `latent_traversals.png`, `latent_scatter.png` (if `labels`), `learning_curves.png`
+    (if `history_rows`, the rows of history.csv) and `collapse.json`
+    (`evaluation.posterior_collapse_report` on x, after the entries of `about`).
+    Returns the names written and the collapse report.
+    """
+    samples(model, os.path.join(folder, "samples.png"), num=num_samples, seed=seed)
+    reconstructions(model, x, os.path.join(folder, "reconstructions.png"))
+    latent_manifold(model, os.path.join(folder, "latent_manifold.png"))
+    latent_traversals(model, x, os.path.join(folder, "latent_traversals.png"))
+    if labels is not None:
+        latent_scatter(model, x, labels, os.path.join(folder, "latent_scatter.png"))
+    if history_rows:
+        try:
+            learning_curves(history_rows, os.path.join(folder, "learning_curves.png"))
+        except ValueError as error:
+            raise ValueError(f"history.csv of the run: {error}") from error
+    report = evaluation.posterior_collapse_report(model, x)
+    with open(os.path.join(folder, "collapse.json"), "w") as f:
+        json.dump({**(about or {}), **report}, f, indent=2)
+    names = ("samples.png", "reconstructions.png", "latent_manifold.png", "latent_traversals.png",
+             "latent_scatter.png", "learning_curves.png", "collapse.json")
+    return sorted(name for name in names if os.path.exists(os.path.join(folder, name))), report
