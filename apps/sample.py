@@ -64,7 +64,7 @@ def main(argv):
         common.adopt_run_flags(model_dir, _DATASET_FLAGS)
         splits = common.load_splits()
         x = splits.test[: _NUM_EXAMPLES.value]
-        labels = getattr(splits, "test_labels", None)  # data.Splits has no labels yet
+        labels = splits.test_labels
         labels = None if labels is None else labels[: _NUM_EXAMPLES.value]
         model.check_data(x)
         created = _first_missing(output_dir)

@@ -4,10 +4,11 @@
     python -m apps.train --flagfile=apps/configs/burda_vae_k1.cfg
 
 Writes `<model_dir>/model.keras` (every epoch and at the end), TensorBoard logs in
-`<model_dir>/logs`, `<model_dir>/history.csv`, `<model_dir>/flags.cfg` (a flagfile that
-reproduces the run), PNGs of samples, reconstructions and learning curves, and a SavedModel
-in `<export_dir>/<model_name>/<version>/` (through `apps.export`). An interrupted run
-resumes from `<model_dir>/backup` when started again with the same flags.
+`<model_dir>/logs` (scalars, and sample and reconstruction images), `<model_dir>/history.csv`,
+`<model_dir>/flags.cfg` (a flagfile that reproduces the run), the pictures and
+`collapse.json` of `keras_vae.plots.write_pictures` (as `apps.sample` does), and a
+SavedModel in `<export_dir>/<model_name>/<version>/` (through `apps.export`). An
+interrupted run resumes from `<model_dir>/backup` when started again with the same flags.
 """
 
 import functools
@@ -50,6 +51,8 @@ _COVARIANCE = flags.DEFINE_enum("covariance", "diagonal", ["diagonal", "full"], 
 _OBJECTIVE = flags.DEFINE_enum("objective", "elbo", ["elbo", "iwae"], "Training bound: ELBO or IWAE L_k.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "z samples per example (k).", lower_bound=1)
 _BETA = flags.DEFINE_float("beta", 1.0, "Weight on the KL term (beta-VAE).", lower_bound=0.0)
+_CONDITIONAL = flags.DEFINE_boolean("conditional", False, "Conditional VAE: q(z|x, y) and p(x|z, y) with the "
+                                    "dataset's class labels y.")
 _FREE_BITS = flags.DEFINE_float("free_bits", 0.0, "Per-dimension KL floor in nats (0: off), against posterior "
                                  "collapse; ELBO objective, diagonal posterior.", lower_bound=0.0)
 _KL_CYCLE_EPOCHS = flags.DEFINE_integer("kl_cycle_epochs", 0, "Cyclical KL annealing: cycle length in epochs, the "
@@ -69,6 +72,8 @@ _JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"
                                  "XLA-compile the train step (auto: on GPUs).")
 _STEPS_PER_EXECUTION = flags.DEFINE_integer("steps_per_execution", 1, "Train steps per compiled call.",
                                             lower_bound=1)
+_IMAGE_EVERY = flags.DEFINE_integer("image_every", 5, "Write sample and reconstruction images to TensorBoard "
+                                    "every N epochs (0: never).", lower_bound=0)
 _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                               "tf.distribute strategy: default (one device); mirrored (all local GPUs); "
                               "multi_worker (the cluster in TF_CONFIG). --batch_size is per replica.")
@@ -102,6 +107,12 @@ def _one_kl_schedule(values):
 def _free_bits(values):
     return not values["free_bits"] or (values["objective"], values["covariance"], values["prior"]) == (
         "elbo", "diagonal", "standard_normal")
+
+
+@flags.multi_flags_validator(["conditional", "prior"], "--prior=vamp cannot be --conditional: its pseudo-inputs "
+                             "have no labels")
+def _conditional_prior(values):
+    return not (values["conditional"] and values["prior"] == "vamp")
 
 
 @flags.multi_flags_validator(["likelihood", "binarize"],
@@ -154,6 +165,10 @@ def main(argv):
     common.quiet_logs()
     with common.one_line_errors("train"):
         splits = common.load_splits()
+        if _CONDITIONAL.value and splits.num_classes is None:
+            raise ValueError(f"--conditional needs class labels, and the {common.DATASET.value} files found have "
+                             "none (add the *-labels-idx1-ubyte.gz files)")
+        num_classes = splits.num_classes if _CONDITIONAL.value else None
         if _DETERMINISTIC.value:
             tf.config.experimental.enable_op_determinism()
         keras.config.set_dtype_policy(_MIXED_PRECISION.value)
@@ -170,7 +185,7 @@ def main(argv):
                 likelihood=_LIKELIHOOD.value, covariance=_COVARIANCE.value, activation=_ACTIVATION.value,
                 likelihood_scale=scale if scale in (None, "learned") else float(scale), beta=_BETA.value,
                 num_samples=_NUM_SAMPLES.value, objective=_OBJECTIVE.value, seed=common.SEED.value,
-                free_bits=_FREE_BITS.value,
+                free_bits=_FREE_BITS.value, num_classes=num_classes,
                 prior=distributions.make_prior(_PRIOR.value, _LATENT_DIM.value, splits.input_shape,
                                                **{"mixture": {"num_components": _PRIOR_COMPONENTS.value},
                                                   "vamp": {"num_pseudo_inputs": _PSEUDO_INPUTS.value}}.get(
@@ -181,7 +196,7 @@ def main(argv):
                 jit_compile={"auto": "auto", "true": True, "false": False}[_JIT_COMPILE.value],
                 steps_per_execution=_STEPS_PER_EXECUTION.value,
             )
-        model.check_data(splits.train)
+        model.check_data(splits.train, splits.train_labels if num_classes else None)
         if os.path.exists(os.path.join(model_dir, "model.keras")) and not os.path.isdir(
                 os.path.join(model_dir, "backup")):
             raise FileExistsError(f"--model_dir={model_dir} holds a finished run; choose a new --model_dir")
@@ -190,10 +205,16 @@ def main(argv):
 
     # --batch_size is per replica; the datasets carry global batches, which fit splits.
     batch, seed = _BATCH_SIZE.value * strategy.num_replicas_in_sync, common.SEED.value
-    train = data.make_dataset(splits.train, batch, shuffle=True, binarize=splits.dynamic, seed=seed)
-    validation = data.make_dataset(splits.validation, batch) if len(splits.validation) else None
+    train_labels, validation_labels = (splits.train_labels, splits.validation_labels) if num_classes else (None, None)
+    train = data.make_dataset(splits.train, batch, shuffle=True, binarize=splits.dynamic, seed=seed,
+                              labels=train_labels)
+    validation = (data.make_dataset(splits.validation, batch, labels=validation_labels)
+                  if len(splits.validation) else None)
+    # Samples and reconstructions in TensorBoard every --image_every epochs.
+    images = [callbacks.ImageLogger(os.path.join(model_dir, "logs"), splits.test, every=_IMAGE_EVERY.value)
+              ] if _IMAGE_EVERY.value and not num_classes else []
     try:
-        history = model.fit(
+        model.fit(
             train,
             validation_data=validation,
             epochs=_EPOCHS.value,
@@ -201,7 +222,7 @@ def main(argv):
             callbacks=callbacks.training_callbacks(
                 model_dir, epochs=_EPOCHS.value, learning_rate=_LEARNING_RATE.value,
                 lr_schedule=_LR_SCHEDULE.value, kl_warmup_epochs=_KL_WARMUP_EPOCHS.value,
-                kl_cycle_epochs=_KL_CYCLE_EPOCHS.value),
+                kl_cycle_epochs=_KL_CYCLE_EPOCHS.value) + images,
             verbose=1 if sys.stdout.isatty() else 2,
         )
     except callbacks.TrainingInterrupted as interrupted:
@@ -214,10 +235,13 @@ def main(argv):
 
     with common.one_line_errors("train"):
         model.save(os.path.join(model_dir, "model.keras"))
-        plots.samples(model, os.path.join(model_dir, "samples.png"), seed=common.SEED.value)
-        plots.reconstructions(model, splits.test, os.path.join(model_dir, "reconstructions.png"))
-        plots.learning_curves(history.history, os.path.join(model_dir, "learning_curves.png"))
-        print(f"Saved {os.path.join(model_dir, 'model.keras')} and PNG plots in {model_dir}")
+        print(f"Saved {os.path.join(model_dir, 'model.keras')}")
+        if num_classes:
+            print("Conditional model: no pictures and no SavedModel (they do not take labels yet)")
+            return
+        _, report = plots.write_pictures(model, splits.test, model_dir, labels=splits.test_labels,
+                                         history_rows=common.history_rows(model_dir), seed=common.SEED.value)
+        print(f"Wrote the pictures and collapse.json in {model_dir}: {report['summary']}")
         if export_app.EXPORT_DIR.value and is_chief:
             path = export_app.export(model, model_dir)
             print(f"Exported SavedModel to {path}")

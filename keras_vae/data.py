@@ -21,6 +21,13 @@ unexpected .npz or CIFAR batch, image and label files that disagree, no examples
 one-line ValueError naming the file and what was expected; missing or unreadable files
 raise OSError.
 
+Labels come with the images: `Splits.train_labels`, `validation_labels` and `test_labels`
+are int64 class indices [N], one per image of the split, in the same order (the validation
+labels are cut from the training labels at the same index as the images). A split's labels
+are None when its source has none: no `*-labels-idx1-ubyte.gz` beside the IDX images, no
+`y_train` / `y_test` in the .npz, CIFAR-10 batches without `b"labels"`. Labels that are not
+whole numbers in [0, 10) are a malformed file (ValueError). Binarization leaves them alone.
+
 Binarization follows the literature: `"static"` draws one Bernoulli sample per pixel for
 every split, once, with a fixed seed; `"dynamic"` does that for validation and test only
 and leaves training intensities to `make_dataset(..., binarize=True)`, which draws a fresh
@@ -60,23 +67,53 @@ _CIFAR_KERAS_CACHE = "cifar-10-batches-py-target"
 _CIFAR_SHAPE = (3, 32, 32)  # one row of b"data": 1024 red, 1024 green, 1024 blue, each row-major
 # IDX magic numbers: 0x00 0x00, 0x08 (unsigned bytes), number of dimensions.
 _IMAGES, _LABELS = 0x00000803, 0x00000801
+# Classes of each dataset: `Splits.num_classes`, and the range labels are checked against.
+NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 # Seed of the one-off binarization of evaluation splits, so test sets are comparable.
 EVAL_BINARIZATION_SEED = 123
 
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    """Train, validation and test arrays (float32, [N, H, W, C], values in [0, 1])."""
+    """Train, validation and test arrays (float32, [N, H, W, C], values in [0, 1]) and their labels.
+
+    `train_labels`, `validation_labels` and `test_labels` are int64 class indices [N], one
+    per example of that split in the same order, or None if the dataset's files have none.
+    """
 
     name: str
     train: np.ndarray
     validation: np.ndarray
     test: np.ndarray
     binarize: str = "none"
+    train_labels: np.ndarray | None = None
+    validation_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+
+    def __post_init__(self):
+        for split in ("train", "validation", "test"):
+            labels, count = getattr(self, f"{split}_labels"), len(getattr(self, split))
+            if labels is not None and np.shape(labels) != (count,):
+                raise ValueError(f"`{split}_labels` must hold one label per {split} example, shape ({count},). "
+                                 f"Received: shape {np.shape(labels)}")
 
     @property
     def input_shape(self):
         return self.train.shape[1:]
+
+    @property
+    def num_classes(self):
+        """Number of classes C (labels are in [0, C)), or None if no split has labels.
+
+        `NUM_CLASSES[name]` for the datasets here (10 for each), whichever labels a split
+        happens to hold; for other names, 1 + the largest label of any split.
+        """
+        labels = [y for y in (self.train_labels, self.validation_labels, self.test_labels) if y is not None]
+        if not labels:
+            return None
+        if self.name in NUM_CLASSES:
+            return NUM_CLASSES[self.name]
+        return max((int(np.max(y)) + 1 for y in labels if len(y)), default=None)
 
     @property
     def dynamic(self):
@@ -85,7 +122,7 @@ class Splits:
 
 
 def load(name, data_dir=None, validation_size=None, binarize="none", seed=0):
-    """Load dataset `name` split into train / validation / test.
+    """Load dataset `name` split into train / validation / test, with labels where the files have them.
 
     Args:
         name: one of `DATASETS`.
@@ -95,6 +132,10 @@ def load(name, data_dir=None, validation_size=None, binarize="none", seed=0):
             for digits. Burda et al.'s MNIST split is `validation_size=400`.
         binarize: `"none"`, `"static"` or `"dynamic"` (see the module docstring).
         seed: seed of the static binarization of the training split.
+
+    Returns:
+        `Splits`: images, and labels (None for a split whose source has none) in the same
+        order; the validation split is the last `validation_size` training examples.
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
@@ -103,13 +144,13 @@ def load(name, data_dir=None, validation_size=None, binarize="none", seed=0):
     if name == "digits":
         if data_dir is not None:
             raise ValueError("The digits dataset ships with scikit-learn; it takes no data_dir")
-        train, test = _load_digits()
+        (train, train_labels), (test, test_labels) = _load_digits()
         validation_size = 297 if validation_size is None else validation_size
     elif name == "cifar10":
-        train, test = _load_cifar10(data_dir)
+        (train, train_labels), (test, test_labels) = _load_cifar10(data_dir)
         validation_size = 5000 if validation_size is None else validation_size
     else:
-        train, test = _load_mnist_like(name, data_dir)
+        (train, train_labels), (test, test_labels) = _load_mnist_like(name, data_dir)
         validation_size = 10000 if validation_size is None else validation_size
     if not 0 <= validation_size < len(train):
         raise ValueError(
@@ -117,12 +158,16 @@ def load(name, data_dir=None, validation_size=None, binarize="none", seed=0):
         )
     cut = len(train) - validation_size
     train, validation = train[:cut], train[cut:]
+    if train_labels is not None:
+        train_labels, validation_labels = train_labels[:cut], train_labels[cut:]
+    else:
+        validation_labels = None
     if binarize == "static":
         train = binarize_array(train, seed)
     if binarize != "none":
         validation = binarize_array(validation, EVAL_BINARIZATION_SEED)
         test = binarize_array(test, EVAL_BINARIZATION_SEED + 1)
-    return Splits(name, train, validation, test, binarize)
+    return Splits(name, train, validation, test, binarize, train_labels, validation_labels, test_labels)
 
 
 def binarize_array(x, seed):
@@ -131,25 +176,30 @@ def binarize_array(x, seed):
     return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
 
 
-def make_dataset(x, batch_size, shuffle=False, binarize=False, seed=None, drop_remainder=False):
-    """A `tf.data.Dataset` of batches of x: shuffled, optionally re-binarized each batch, prefetched.
+def make_dataset(x, batch_size, shuffle=False, binarize=False, seed=None, drop_remainder=False, labels=None):
+    """A `tf.data.Dataset` of batches of x (or of (x, y) with `labels`): shuffled, optionally
+    re-binarized each batch, prefetched.
 
-    With `binarize=True` every batch is a fresh Bernoulli draw with P(1) = x (dynamic
+    With `binarize=True` every batch of x is a fresh Bernoulli draw with P(1) = x (dynamic
     binarization); with a `seed`, shuffling and binarization repeat exactly between runs
     while still changing from epoch to epoch.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
-    ds = tf.data.Dataset.from_tensor_slices(np.asarray(x, np.float32))
+    x = np.asarray(x, np.float32)
+    ds = tf.data.Dataset.from_tensor_slices(x if labels is None else (x, np.asarray(labels, np.int64)))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if binarize:
+
+        def draw(batch, s):
+            images, rest = (batch, ()) if labels is None else (batch[0], batch[1:])
+            images = tf.cast(tf.random.stateless_uniform(tf.shape(images), seed=s) < images, tf.float32)
+            return (images, *rest) if rest else images
+
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda batch, s: tf.cast(tf.random.stateless_uniform(tf.shape(batch), seed=s) < batch, tf.float32),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        ds = tf.data.Dataset.zip(ds, seeds).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -159,8 +209,8 @@ def _load_digits():
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[..., None]
     order = np.random.default_rng(0).permutation(len(x))  # fixed: the split never changes
-    x = x[order]
-    return x[:1497], x[1497:]
+    x, y = x[order], digits.target[order].astype(np.int64)
+    return (x[:1497], y[:1497]), (x[1497:], y[1497:])
 
 
 def _load_mnist_like(name, data_dir):
@@ -184,27 +234,31 @@ def _load_mnist_like(name, data_dir):
     try:
         import keras
 
-        (x_train, _), (x_test, _) = getattr(keras.datasets, name).load_data()
+        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
     except Exception as error:  # no network, no write access, ...
         raise FileNotFoundError(
             f"No {name} data found (looked in {', '.join(tried)}) and the keras.datasets download failed "
             f"({type(error).__name__}). Pass --data_dir=<folder with the IDX .gz files or {_NPZ[name]}>, "
             f"or set {ENV_VAR}=<root with {folder}/>"
         ) from None
-    return _scale(x_train), _scale(x_test)
+    source = f"keras.datasets.{name}"
+    return ((_scale(x_train), _class_labels(f"y_train of {source}", y_train, NUM_CLASSES[name])),
+            (_scale(x_test), _class_labels(f"y_test of {source}", y_test, NUM_CLASSES[name])))
 
 
 def _read_folder(name, folder):
-    """(train, test) from IDX .gz files or a Keras .npz in `folder`, or None if absent.
+    """((x_train, y_train), (x_test, y_test)) from IDX .gz files or a Keras .npz in `folder`, or
+    None if absent; y_* is None where there are no labels.
 
     Files that are there but malformed raise a one-line ValueError naming the file.
     """
     idx = {split: [os.path.join(folder, file) for file in _IDX_FILES[split]] for split in ("train", "test")}
     npz = os.path.join(folder, _NPZ[name])
     if all(os.path.exists(idx[split][0]) for split in ("train", "test")):
-        train, test = (_read_idx_split(*idx[split]) for split in ("train", "test"))
+        (train, train_labels), (test, test_labels) = (
+            _read_idx_split(*idx[split], NUM_CLASSES[name]) for split in ("train", "test"))
     elif os.path.exists(npz):
-        train, test = _read_npz(npz, name)
+        (train, train_labels), (test, test_labels) = _read_npz(npz, name)
     else:
         return None
     if train.shape[1:] != test.shape[1:]:
@@ -212,7 +266,7 @@ def _read_folder(name, folder):
             f"The {name} files in {folder} do not match: training images are {train.shape[1:]}, test images "
             f"{test.shape[1:]}; expected both splits of one dataset"
         )
-    return _scale(train), _scale(test)
+    return (_scale(train), train_labels), (_scale(test), test_labels)
 
 
 def read_idx(path):
@@ -261,16 +315,16 @@ def _read_bytes(path):
         raise ValueError(f"{path} is not a valid, complete gzip file ({error}); download it again") from error
 
 
-def _read_idx_split(images_path, labels_path):
-    """One split's images from IDX files, counted against the split's label file if there is one."""
+def _read_idx_split(images_path, labels_path, num_classes):
+    """(images, labels) of one split from IDX files; labels (int64) are None without a label file."""
     images = _read_idx(images_path, _IMAGES)
     labels = _read_idx(labels_path, _LABELS) if os.path.exists(labels_path) else None
     _check_images(images_path, images, labels, labels_path)
-    return images
+    return images, _class_labels(labels_path, labels, num_classes)
 
 
 def _read_npz(path, name):
-    """(x_train, x_test) from a `keras.datasets`-style .npz (y_train / y_test optional)."""
+    """((x_train, y_train), (x_test, y_test)) from a `keras.datasets`-style .npz; y_* are None if absent."""
     with open(path, "rb") as f:  # a missing or unreadable file stays an OSError; the rest is the content's fault
         try:
             if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # else np.load would try .npy and pickle
@@ -293,7 +347,8 @@ def _read_npz(path, name):
         )
     for split in ("train", "test"):
         _check_images(f"x_{split} in {path}", arrays[f"x_{split}"], arrays.get(f"y_{split}"), f"y_{split}")
-    return arrays["x_train"], arrays["x_test"]
+    return tuple((arrays[f"x_{split}"], _class_labels(f"y_{split} in {path}", arrays.get(f"y_{split}"),
+                                                      NUM_CLASSES[name])) for split in ("train", "test"))
 
 
 def _check_images(source, images, labels=None, labels_source=None):
@@ -312,6 +367,25 @@ def _check_images(source, images, labels=None, labels_source=None):
             f"{source} holds {len(images)} images but {labels_source} has labels of shape {labels.shape}: expected "
             f"one label per image, shape ({len(images)},)"
         )
+
+
+def _class_labels(source, labels, num_classes):
+    """`labels` as int64 [N], or None for None; a one-line ValueError naming `source` unless they are
+    whole numbers in [0, num_classes) (integers, or floats that hold whole numbers)."""
+    if labels is None:
+        return None
+    expected = f"expected class labels, whole numbers in [0, {num_classes})"
+    try:
+        labels = np.asarray(labels)
+    except (ValueError, TypeError):  # e.g. a ragged list from a pickle
+        raise ValueError(f"{source} has labels that do not form an array: {expected}") from None
+    if labels.ndim != 1 or labels.dtype.kind not in "iuf":
+        raise ValueError(f"{source} has labels of dtype {labels.dtype} and shape {labels.shape}: {expected}")
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~((labels >= 0) & (labels < num_classes) & (labels == np.floor(labels))))
+    if len(bad):
+        raise ValueError(f"{source} has label {labels[bad[0]]} at index {bad[0]}: {expected}")
+    return labels.astype(np.int64)
 
 
 def _load_cifar10(data_dir):
@@ -334,7 +408,7 @@ def _load_cifar10(data_dir):
     try:
         import keras
 
-        (x_train, _), (x_test, _) = keras.datasets.cifar10.load_data()
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
     except Exception as error:  # no network, no write access, ...
         raise FileNotFoundError(
             f"No cifar10 data found (looked in {', '.join(tried)}) and the keras.datasets download failed "
@@ -343,11 +417,14 @@ def _load_cifar10(data_dir):
         ) from None
     if x_train.shape[1:] != (32, 32, 3):  # keras.backend.image_data_format() == "channels_first"
         x_train, x_test = x_train.transpose(0, 2, 3, 1), x_test.transpose(0, 2, 3, 1)
-    return _scale_rgb(x_train), _scale_rgb(x_test)
+    source, num_classes = "keras.datasets.cifar10", NUM_CLASSES["cifar10"]  # Keras gives labels as [N, 1]
+    return ((_scale_rgb(x_train), _class_labels(f"y_train of {source}", np.reshape(y_train, -1), num_classes)),
+            (_scale_rgb(x_test), _class_labels(f"y_test of {source}", np.reshape(y_test, -1), num_classes)))
 
 
 def _read_cifar_folder(folder):
-    """(train, test) from CIFAR-10 python batches in `folder`, or None if there are none.
+    """((x_train, y_train), (x_test, y_test)) from CIFAR-10 python batches in `folder`, or None if
+    there are none; a split's labels are None unless each of its batches has them.
 
     The batch files are looked for in `folder` and in `folder/cifar-10-batches-py`, then the
     archive `folder/cifar-10-python.tar.gz`. A folder with some batch files but not all
@@ -360,17 +437,29 @@ def _read_cifar_folder(folder):
             missing = [path for path in paths if not os.path.isfile(path)]
             if missing:
                 raise FileNotFoundError(f"Incomplete CIFAR-10 batches in {batches}: missing {', '.join(missing)}")
-            images = [read_cifar_batch(path) for path in paths]
-            return _scale_rgb(np.concatenate(images[:-1])), _scale_rgb(images[-1])
+            parsed = []
+            for path in paths:
+                with open(path, "rb") as f:
+                    parsed.append(_parse_cifar_batch(path, f.read()))
+            return _cifar_splits(parsed)
     archive = os.path.join(folder, _CIFAR_ARCHIVE)
     if os.path.exists(archive):
-        images = _read_cifar_archive(archive, names)
-        return _scale_rgb(np.concatenate(images[:-1])), _scale_rgb(images[-1])
+        return _cifar_splits(_read_cifar_archive(archive, names))
     return None
 
 
+def _cifar_splits(batches):
+    """((x_train, y_train), (x_test, y_test)) from the (images, labels) of the five training batches
+    and the test batch."""
+    def split(parts):
+        labels = [y for _, y in parts]
+        return (_scale_rgb(np.concatenate([x for x, _ in parts])),
+                None if any(y is None for y in labels) else np.concatenate(labels))
+    return split(batches[:-1]), split(batches[-1:])
+
+
 def _read_cifar_archive(path, names):
-    """The images of the batches `names` in the `cifar-10-python.tar.gz` archive at `path`."""
+    """(images, labels) of each batch of `names` in the `cifar-10-python.tar.gz` archive at `path`."""
     with open(path, "rb") as f:  # a missing or unreadable file stays an OSError
         try:
             with tarfile.open(fileobj=f, mode="r:gz") as archive:
@@ -396,11 +485,11 @@ def read_cifar_batch(path):
 
     A batch is a pickled dict whose `b"data"` is a uint8 array [N, 3072], each row an
     image's red, green and blue 32x32 planes in row-major order, and whose optional
-    `b"labels"` has N entries. Raises a one-line ValueError naming `path` if the file is
-    anything else; OSError if it cannot be opened.
+    `b"labels"` has N entries, each in [0, 10) (`load` returns them). Raises a one-line
+    ValueError naming `path` if the file is anything else; OSError if it cannot be opened.
     """
     with open(path, "rb") as f:
-        return _parse_cifar_batch(path, f.read())
+        return _parse_cifar_batch(path, f.read())[0]
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -442,7 +531,8 @@ def _parse_cifar_batch(source, raw):
     if labels is not None and (not hasattr(labels, "__len__") or len(labels) != len(images)):
         count = len(labels) if hasattr(labels, "__len__") else f"a {type(labels).__name__}"
         raise ValueError(f"{source} holds {len(images)} images but {count} labels: expected one label per image")
-    return images.reshape(-1, *_CIFAR_SHAPE).transpose(0, 2, 3, 1)
+    labels = _class_labels(source, labels, NUM_CLASSES["cifar10"])
+    return images.reshape(-1, *_CIFAR_SHAPE).transpose(0, 2, 3, 1), labels
 
 
 def _scale_rgb(images):

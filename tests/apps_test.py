@@ -207,8 +207,12 @@ def test_rerun_exports_a_new_version_and_keeps_the_old(trained, rerun):
     (["--free_bits=0.5", "--objective=iwae", "--num_samples=2"], ["Flags parsing error", "--free_bits"]),
     (["--kl_warmup_epochs=2", "--kl_cycle_epochs=2"], ["Flags parsing error", "one KL schedule"]),
     (["--architecture=conv", "--filters=8,0"], ["Flags parsing error", "--filters"]),
+    (["--conditional", "--prior=vamp"], ["Flags parsing error", "--prior=vamp cannot be --conditional"]),
+    (["--likelihood=discretized_logistic", "--binarize=static"], ["Flags parsing error", "--binarize=none"]),
+    (["--prior=mixture", "--free_bits=0.5"], ["Flags parsing error", "--prior=standard_normal"]),
 ], ids=["dataset", "epochs", "hidden_units", "learning_rate", "iwae_samples", "likelihood_scale", "strategy",
-        "unknown", "free_bits_iwae", "two_kl_schedules", "filters"])
+        "unknown", "free_bits_iwae", "two_kl_schedules", "filters", "conditional_vamp", "intensity_binarized",
+        "free_bits_mixture"])
 def test_train_bad_flags(tmp_path, args, fragments):
     tiny = [flag for flag in TINY if flag.split("=")[0] not in {arg.split("=")[0] for arg in args}]
     result = run_app("train", *tiny, *args, f"--model_dir={tmp_path / 'model'}",
@@ -234,6 +238,28 @@ def test_train_refuses_to_overwrite_a_finished_run(trained):
     result = run_app("train", *TINY, f"--model_dir={trained.model_dir}", "--export_dir=")
     assert_one_line_error(result, "train: error:", "holds a finished run")
     assert tree_digest(trained.model_dir) == before
+
+
+def test_train_conditional(tmp_path):
+    model_dir = tmp_path / "model"
+    result = run_app("train", *TINY, "--conditional", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'e'}")
+    assert_ok(result)
+    assert "Conditional model" in result.stdout
+    model = keras.saving.load_model(model_dir / "model.keras")
+    assert model.num_classes == 10
+    assert model.sample(3, seed=0, labels=7).shape == (3, 8, 8, 1)
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("flags_", [["--architecture=conv", "--filters=8,16"], ["--prior=mixture"],
+                                    ["--likelihood=continuous_bernoulli"], ["--free_bits=0.2", "--kl_cycle_epochs=2"]],
+                         ids=["conv", "mixture", "continuous_bernoulli", "free_bits_cyclical"])
+def test_train_variants(tmp_path, flags_):
+    result = run_app("train", *TINY, *flags_, f"--model_dir={tmp_path / 'model'}", "--export_dir=")
+    assert_ok(result)
+    rows = read_history(str(tmp_path / "model"))
+    assert len(rows) == 2 and all(math.isfinite(float(row["val_elbo"])) for row in rows)
+    assert (tmp_path / "model" / "latent_manifold.png").is_file()
 
 
 # ------------------------------------------------------------------ apps.export

@@ -1,4 +1,5 @@
-"""Datasets: digits, the real MNIST / Fashion-MNIST files, synthetic CIFAR-10 batches, binarization, pipelines, errors.
+"""Datasets: digits, the real MNIST / Fashion-MNIST files, synthetic CIFAR-10 batches, labels, binarization,
+pipelines, errors.
 
 The bad-file tests corrupt copies of the real files in tmp_path (the shared originals are
 only read, and checked against their SHA256SUMS afterwards).
@@ -48,14 +49,64 @@ def test_digits_basics():
     np.testing.assert_array_equal(data.load("digits").test, splits.test)
 
 
-@pytest.mark.parametrize("name, folder, mean", [("mnist", "mnist", 0.13066), ("fashion_mnist", "fashion-mnist", 0.2860)])
-def test_real_mnist_like_files(name, folder, mean):
+def test_digits_labels_correctness():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    splits = data.load("digits", validation_size=100)
+    assert splits.num_classes == 10
+    # Every digits image is distinct: find each loaded image in scikit-learn's, and its target.
+    index = {image.tobytes(): i for i, image in enumerate((digits.images / 16.0).astype(np.float32))}
+    for x, y in ((splits.train, splits.train_labels), (splits.validation, splits.validation_labels),
+                 (splits.test, splits.test_labels)):
+        assert y.dtype == np.int64 and y.shape == (len(x),)
+        np.testing.assert_array_equal(y, digits.target[[index[image[..., 0].tobytes()] for image in x]])
+    first = index[splits.test[0, ..., 0].tobytes()]
+    assert splits.test_labels[0] == digits.target[first]
+    every = np.concatenate([splits.train_labels, splits.validation_labels, splits.test_labels])
+    np.testing.assert_array_equal(np.bincount(every), np.bincount(digits.target))  # each example once
+    # The validation cut is the same for images and labels; binarization leaves labels alone.
+    default = data.load("digits", binarize="static")
+    np.testing.assert_array_equal(np.concatenate([default.train_labels, default.validation_labels]),
+                                  np.concatenate([splits.train_labels, splits.validation_labels]))
+    np.testing.assert_array_equal(default.test_labels, splits.test_labels)
+
+
+def test_splits_basics_and_errors():
+    x = np.zeros((3, 2, 2, 1), np.float32)
+    positional = data.Splits("custom", x, x[:1], x[:2], "static")  # the fields before the labels, as before
+    assert positional.binarize == "static" and positional.num_classes is None
+    assert positional.train_labels is positional.validation_labels is positional.test_labels is None
+    labelled = data.Splits("custom", x, x[:1], x[:2], train_labels=np.array([0, 4, 1]), test_labels=np.array([2, 0]))
+    assert labelled.num_classes == 5  # not a dataset of NUM_CLASSES: 1 + the largest label
+    assert data.Splits("mnist", x, x[:1], x[:2], test_labels=np.array([2, 0])).num_classes == 10
+    with pytest.raises(ValueError, match=re.escape("`validation_labels` must hold one label per validation example, "
+                                                   "shape (1,). Received: shape (2,)")):
+        data.Splits("custom", x, x[:1], x[:2], validation_labels=np.array([0, 1]))
+
+
+# Class counts of the real files: MNIST's are well known; Fashion-MNIST is balanced.
+_MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+_MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.mark.parametrize("name, folder, mean, train_counts, test_counts", [
+    ("mnist", "mnist", 0.13066, _MNIST_TRAIN_COUNTS, _MNIST_TEST_COUNTS),
+    ("fashion_mnist", "fashion-mnist", 0.2860, [6000] * 10, [1000] * 10),
+])
+def test_real_mnist_like_files(name, folder, mean, train_counts, test_counts):
     splits = data.load(name, data_dir=_shared(folder))
     assert splits.train.shape == (50000, 28, 28, 1) and splits.validation.shape == (10000, 28, 28, 1)
     assert splits.test.shape == (10000, 28, 28, 1)
     full_train = np.concatenate([splits.train, splits.validation])
     # Mean pixel intensity of the training set, as recorded in shared/data/*/PROVENANCE.md.
     np.testing.assert_allclose(full_train.mean(), mean, atol=5e-5)
+    assert splits.num_classes == 10
+    assert splits.train_labels.shape == (50000,) and splits.validation_labels.shape == (10000,)
+    assert splits.test_labels.shape == (10000,) and splits.test_labels.dtype == np.int64
+    full_train_labels = np.concatenate([splits.train_labels, splits.validation_labels])
+    assert np.bincount(full_train_labels).tolist() == train_counts
+    assert np.bincount(splits.test_labels).tolist() == test_counts
 
 
 def test_env_var_root_and_burda_split(monkeypatch):
@@ -68,16 +119,44 @@ def test_env_var_root_and_burda_split(monkeypatch):
     assert len(np.unique(splits.train)) > 2  # training intensities, binarized per batch
     # The test set is binarized with a fixed seed: the same for every run.
     np.testing.assert_array_equal(data.load("mnist", validation_size=400, binarize="dynamic").test, splits.test)
+    # Labels: the 59,600 training labels then the 400 validation ones are the training label file, in order.
+    real = _real_mnist()
+    assert (len(splits.train_labels), len(splits.validation_labels)) == (59600, 400)
+    np.testing.assert_array_equal(np.concatenate([splits.train_labels, splits.validation_labels]), real["y_train"])
+    np.testing.assert_array_equal(splits.test_labels, real["y_test"])
+    assert splits.test_labels[:4].tolist() == [7, 2, 1, 0]  # the first test images are a 7, a 2, a 1 and a 0
+    # ... and each lines up with its image (labels are untouched by the binarization of the images).
+    np.testing.assert_array_equal(data.load("mnist", validation_size=400).validation[..., 0],
+                                  real["x_train"][59600:] / np.float32(255))
+
+
+def test_mnist_images_without_label_files(tmp_path):
+    _only(TRAIN_IMAGES, TEST_IMAGES)(tmp_path)
+    splits = data.load("mnist", data_dir=str(tmp_path))
+    assert splits.train_labels is None and splits.validation_labels is None and splits.test_labels is None
+    assert splits.num_classes is None and len(splits.test) == 10000
+    # A label file for one split only: that split has labels, the other none.
+    (tmp_path / TRAIN_LABELS).write_bytes(_shared_bytes(TRAIN_LABELS))
+    splits = data.load("mnist", data_dir=str(tmp_path), validation_size=400)
+    np.testing.assert_array_equal(splits.validation_labels, _real_mnist()["y_train"][-400:])
+    assert splits.test_labels is None and splits.num_classes == 10
 
 
 def test_keras_npz_and_plain_idx(tmp_path):
     rng = np.random.default_rng(0)
     x_train = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
     x_test = rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)
-    np.savez(tmp_path / "mnist.npz", x_train=x_train, y_train=np.zeros(30), x_test=x_test, y_test=np.zeros(10))
+    y_train, y_test = rng.integers(0, 10, 30, dtype=np.uint8), np.arange(10.0)  # float labels: whole numbers
+    np.savez(tmp_path / "mnist.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     splits = data.load("mnist", data_dir=str(tmp_path), validation_size=5)
     np.testing.assert_allclose(splits.test[..., 0], x_test / 255.0, rtol=1e-6)
     np.testing.assert_allclose(splits.validation[..., 0], x_train[25:] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(splits.validation_labels, y_train[25:])
+    np.testing.assert_array_equal(splits.train_labels, y_train[:25])
+    assert splits.test_labels.dtype == np.int64 and splits.test_labels.tolist() == list(range(10))
+    np.savez(tmp_path / "mnist.npz", x_train=x_train, x_test=x_test)  # y_train and y_test are optional
+    unlabelled = data.load("mnist", data_dir=str(tmp_path), validation_size=5)
+    assert unlabelled.train_labels is None and unlabelled.test_labels is None and unlabelled.num_classes is None
     # The IDX reader on a file written here: magic 0x00000803, dims, bytes.
     header = bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in x_test.shape)
     with gzip.open(tmp_path / "t.idx3-ubyte.gz", "wb") as f:
@@ -286,6 +365,14 @@ BAD_FILES = [
      "x_test in {path} is empty", "mnist.npz"),
     ("npz_splits_of_different_sizes", _npz(x_test=lambda real: np.ascontiguousarray(real["x_test"][:, 2:, 2:])),
      ValueError, "do not match: training images are (28, 28), test images (26, 26)", ""),
+    ("label_out_of_range", _idx(TEST_LABELS, lambda content: content[:9] + bytes([10]) + content[10:]), ValueError,
+     "has label 10 at index 1: expected class labels, whole numbers in [0, 10)", TEST_LABELS),
+    ("npz_fractional_labels", _npz(y_train=lambda real: real["y_train"] + 0.5), ValueError,
+     "y_train in {path} has label 5.5 at index 0: expected class labels, whole numbers in [0, 10)", "mnist.npz"),
+    ("npz_negative_labels", _npz(y_test=lambda real: real["y_test"].astype(np.int64) - 1), ValueError,
+     "y_test in {path} has label -1 at index 3: expected class labels", "mnist.npz"),
+    ("npz_text_labels", _npz(y_test=lambda real: real["y_test"].astype(str)), ValueError,
+     "y_test in {path} has labels of dtype <U3 and shape (10000,): expected class labels", "mnist.npz"),
     ("none_of_the_expected_files", _only(TRAIN_IMAGES, TRAIN_LABELS), FileNotFoundError,
      "holds no mnist data: expected train-images-idx3-ubyte.gz and t10k-images-idx3-ubyte.gz, or mnist.npz", ""),
 ]
@@ -330,7 +417,7 @@ _IMAGES = hnp.arrays(np.uint8, hnp.array_shapes(min_dims=3, max_dims=3, min_side
 @_PROPERTIES
 @hypothesis.given(images=_IMAGES, labels=st.data())
 def test_idx_round_trip(images, labels):
-    labels = labels.draw(hnp.arrays(np.uint8, len(images)))
+    labels = labels.draw(hnp.arrays(np.uint8, len(images), elements=st.integers(0, 9)))
     with tempfile.TemporaryDirectory() as folder:
         for name, x in zip(MNIST_FILES, (images, labels, images[::-1], labels[::-1])):
             _write_idx(os.path.join(folder, name), x)
@@ -341,6 +428,8 @@ def test_idx_round_trip(images, labels):
         splits = data.load("mnist", data_dir=folder, validation_size=0)
     np.testing.assert_array_equal(splits.train[..., 0], images / np.float32(255))
     np.testing.assert_array_equal(splits.test[..., 0], images[::-1] / np.float32(255))
+    np.testing.assert_array_equal(splits.train_labels, labels)
+    np.testing.assert_array_equal(splits.test_labels, labels[::-1])
 
 
 _VALID = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4) * 10
@@ -420,6 +509,7 @@ def test_damaged_npz(content):
     # zip's CRC-32 catches damage to the arrays; what got through must be the original.
     np.testing.assert_array_equal(splits.train[..., 0], _VALID / np.float32(255))
     np.testing.assert_array_equal(splits.test[..., 0], _VALID[::-1] / np.float32(255))
+    assert splits.train_labels.tolist() == splits.test_labels.tolist() == [0, 1]
 
 
 # ------------------------------------------------------------------ CIFAR-10
@@ -499,7 +589,18 @@ def test_cifar10_basics(tmp_path, no_cifar_download, layout, legacy):
     np.testing.assert_array_equal(splits.train, train[:10])
     np.testing.assert_array_equal(splits.validation, train[10:])
     np.testing.assert_array_equal(splits.test, test)
+    # Each batch's b"labels" here are 0, 1, 2 (the test batch's 0 ... 3), in the order of its images.
+    assert splits.train_labels.tolist() == [0, 1, 2] * 3 + [0]
+    assert splits.validation_labels.tolist() == [1, 2, 0, 1, 2] and splits.test_labels.tolist() == [0, 1, 2, 3]
+    assert splits.train_labels.dtype == np.int64 and splits.num_classes == 10
     assert not no_cifar_download
+
+
+def test_cifar10_labels_optional(tmp_path, no_cifar_download):
+    contents = _cifar_contents()
+    contents["test_batch"] = pickle.dumps({b"data": _cifar_images(5, 4).transpose(0, 3, 1, 2).reshape(4, 3072)})
+    splits = data.load("cifar10", data_dir=str(_write_cifar(tmp_path / "cifar", contents)), validation_size=5)
+    assert splits.test_labels is None and splits.validation_labels.tolist() == [1, 2, 0, 1, 2]
 
 
 def test_cifar10_pixel_layout(tmp_path):
@@ -534,11 +635,12 @@ def test_cifar10_download_is_the_last_resort(tmp_path, monkeypatch, no_cifar_dow
     with pytest.raises(FileNotFoundError, match="No cifar10 data found .* download failed \\(OSError\\)") as raised:
         data.load("cifar10")
     assert str(tmp_path / "keras_home" / "datasets") in str(raised.value) and len(no_cifar_download) == 1
-    images = _cifar_images(0, 6)
-    monkeypatch.setattr(keras.datasets.cifar10, "load_data",
-                        lambda: ((images, np.zeros((6, 1))), (images[:2], np.zeros((2, 1)))))
+    images, labels = _cifar_images(0, 6), np.array([[3], [1], [4], [1], [5], [9]], np.uint8)  # Keras's [N, 1]
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", lambda: ((images, labels), (images[:2], labels[:2])))
     splits = data.load("cifar10", validation_size=2)
     np.testing.assert_array_equal(splits.test, images[:2] / np.float32(255))
+    assert splits.train_labels.tolist() == [3, 1, 4, 1] and splits.validation_labels.tolist() == [5, 9]
+    assert splits.test_labels.tolist() == [3, 1]
     with pytest.raises(ValueError, match=r"`validation_size` must be in \[0, 6\) for cifar10"):
         data.load("cifar10")  # the default 5000 needs the real 50000 training images
 
@@ -603,6 +705,12 @@ BAD_CIFAR_FILES = [
      "is empty"),
     ("label_count_mismatch", _replace_batch("data_batch_1", _cifar_batch(_IMAGES3, labels=[0, 1])), ValueError,
      "holds 3 images but 2 labels: expected one label per image"),
+    ("label_out_of_range", _replace_batch("data_batch_2", _cifar_batch(_IMAGES3, labels=[0, 10, 1])), ValueError,
+     "has label 10 at index 1: expected class labels, whole numbers in [0, 10)"),
+    ("text_labels", _replace_batch("test_batch", _cifar_batch(_IMAGES3, labels=[b"cat", b"dog", b"cat"])),
+     ValueError, "has labels of dtype |S3 and shape (3,): expected class labels"),
+    ("ragged_labels", _replace_batch("test_batch", _cifar_batch(_IMAGES3, labels=[0, [1, 2], 3])), ValueError,
+     "has labels that do not form an array: expected class labels"),
     ("archive_truncated", _archive(lambda raw: raw[: len(raw) // 2]), ValueError,
      "is not a readable .tar.gz archive ("),
     ("archive_not_gzip", _archive(lambda raw: b"PK\x03\x04" + raw[4:]), ValueError,
