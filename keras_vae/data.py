@@ -214,36 +214,43 @@ def _load_digits():
 
 
 def _load_mnist_like(name, data_dir):
-    folder = _FOLDERS[name]
-    tried = []
+    def from_download(train, test):
+        source = f"keras.datasets.{name}"
+        return tuple((_scale(x), _class_labels(f"y_{split} of {source}", y, NUM_CLASSES[name]))
+                     for split, (x, y) in (("train", train), ("test", test)))
+
+    return _locate(name, data_dir, lambda folder: _read_folder(name, folder), ["", _FOLDERS[name]],
+                   f"{_IDX_FILES['train'][0]} and {_IDX_FILES['test'][0]}, or {_NPZ[name]}", from_download)
+
+
+def _locate(name, data_dir, read_folder, cache_subfolders, expected, from_download):
+    """Dataset `name` as (train, test): read by `read_folder` from `data_dir` (only there, if
+    given), else from `$KERAS_VAE_DATA_DIR/<folder>` or the Keras cache's `cache_subfolders`;
+    failing those, downloaded by `keras.datasets` and converted by `from_download`."""
     if data_dir is not None:
-        found = _read_folder(name, data_dir)
+        found = read_folder(data_dir)
         if found is None:
-            raise FileNotFoundError(
-                f"--data_dir={data_dir} holds no {name} data: expected {_IDX_FILES['train'][0]} and "
-                f"{_IDX_FILES['test'][0]}, or {_NPZ[name]}"
-            )
+            raise FileNotFoundError(f"--data_dir={data_dir} holds no {name} data: expected {expected}")
         return found
     env_root = os.environ.get(ENV_VAR)
     cache = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "datasets")
-    for candidate in ([os.path.join(env_root, folder)] if env_root else []) + [cache, os.path.join(cache, folder)]:
-        tried.append(candidate)
-        found = _read_folder(name, candidate)
+    tried = ([os.path.join(env_root, _FOLDERS[name])] if env_root else []) + [
+        os.path.join(cache, sub) if sub else cache for sub in cache_subfolders]
+    for candidate in tried:
+        found = read_folder(candidate)
         if found is not None:
             return found
     try:
         import keras
 
-        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
+        train, test = getattr(keras.datasets, name).load_data()
     except Exception as error:  # no network, no write access, ...
         raise FileNotFoundError(
             f"No {name} data found (looked in {', '.join(tried)}) and the keras.datasets download failed "
-            f"({type(error).__name__}). Pass --data_dir=<folder with the IDX .gz files or {_NPZ[name]}>, "
-            f"or set {ENV_VAR}=<root with {folder}/>"
+            f"({type(error).__name__}). Pass --data_dir=<folder with {expected}>, or set "
+            f"{ENV_VAR}=<root with {_FOLDERS[name]}/>"
         ) from None
-    source = f"keras.datasets.{name}"
-    return ((_scale(x_train), _class_labels(f"y_train of {source}", y_train, NUM_CLASSES[name])),
-            (_scale(x_test), _class_labels(f"y_test of {source}", y_test, NUM_CLASSES[name])))
+    return from_download(train, test)
 
 
 def _read_folder(name, folder):
@@ -389,37 +396,19 @@ def _class_labels(source, labels, num_classes):
 
 
 def _load_cifar10(data_dir):
-    if data_dir is not None:
-        found = _read_cifar_folder(data_dir)
-        if found is None:
-            raise FileNotFoundError(
-                f"--data_dir={data_dir} holds no cifar10 data: expected {', '.join(_CIFAR_TRAIN)} and "
-                f"{_CIFAR_TEST}, a {_CIFAR_BATCHES}/ folder with them, or {_CIFAR_ARCHIVE}"
-            )
-        return found
-    env_root = os.environ.get(ENV_VAR)
-    cache = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "datasets")
-    tried = ([os.path.join(env_root, _FOLDERS["cifar10"])] if env_root else []) + [
-        os.path.join(cache, _CIFAR_KERAS_CACHE), cache]
-    for candidate in tried:
-        found = _read_cifar_folder(candidate)
-        if found is not None:
-            return found
-    try:
-        import keras
+    def from_download(train, test):
+        source, num_classes = "keras.datasets.cifar10", NUM_CLASSES["cifar10"]
+        splits = []
+        for split, (x, y) in (("train", train), ("test", test)):
+            if x.shape[1:] != (32, 32, 3):  # keras.backend.image_data_format() == "channels_first"
+                x = x.transpose(0, 2, 3, 1)
+            # Keras gives labels as [N, 1].
+            splits.append((_scale_rgb(x), _class_labels(f"y_{split} of {source}", np.reshape(y, -1), num_classes)))
+        return tuple(splits)
 
-        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
-    except Exception as error:  # no network, no write access, ...
-        raise FileNotFoundError(
-            f"No cifar10 data found (looked in {', '.join(tried)}) and the keras.datasets download failed "
-            f"({type(error).__name__}). Pass --data_dir=<folder with {_CIFAR_BATCHES}/ or {_CIFAR_ARCHIVE}>, "
-            f"or set {ENV_VAR}=<root with {_FOLDERS['cifar10']}/>"
-        ) from None
-    if x_train.shape[1:] != (32, 32, 3):  # keras.backend.image_data_format() == "channels_first"
-        x_train, x_test = x_train.transpose(0, 2, 3, 1), x_test.transpose(0, 2, 3, 1)
-    source, num_classes = "keras.datasets.cifar10", NUM_CLASSES["cifar10"]  # Keras gives labels as [N, 1]
-    return ((_scale_rgb(x_train), _class_labels(f"y_train of {source}", np.reshape(y_train, -1), num_classes)),
-            (_scale_rgb(x_test), _class_labels(f"y_test of {source}", np.reshape(y_test, -1), num_classes)))
+    return _locate("cifar10", data_dir, _read_cifar_folder, [_CIFAR_KERAS_CACHE, ""],
+                   f"{', '.join(_CIFAR_TRAIN)} and {_CIFAR_TEST}, a {_CIFAR_BATCHES}/ folder with them, or "
+                   f"{_CIFAR_ARCHIVE}", from_download)
 
 
 def _read_cifar_folder(folder):
