@@ -429,9 +429,10 @@ class DiscretizedLogisticLikelihood(keras.layers.Layer):
 class StandardNormalPrior(keras.layers.Layer):
     """The prior p(z) = N(0, I_L) as a layer, so a model can swap in another prior.
 
-    A prior layer implements `distribution(model=None)` returning a `tfd.Distribution`
-    with event shape `[latent_dim]` and empty batch shape; it may own trainable weights.
-    `VAE` passes itself as `model`, for priors defined through the model's own encoder.
+    A prior layer implements `distribution()` returning a `tfd.Distribution` with event
+    shape `[latent_dim]` and empty batch shape; it may own trainable weights. If its
+    `distribution` takes a `model` argument, `VAE` passes itself, for priors defined
+    through the model's own encoder (the VampPrior).
     """
 
     def __init__(self, latent_dim, **kwargs):

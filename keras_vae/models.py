@@ -11,6 +11,7 @@ x --encoder--> params --posterior--> q(z|x) --sample--> z --decoder--> params --
 `fit` and `evaluate` report per-example `loss`, `elbo`, `reconstruction` and `kl` in nats.
 """
 
+import inspect
 import math
 
 import keras
@@ -148,8 +149,11 @@ class VAE(keras.Model):
         return tf.one_hot(tf.cast(y, tf.int32), self.num_classes, dtype=tf.float32)
 
     def prior_distribution(self):
-        """p(z), from the prior layer; a prior built from the model (e.g. a VampPrior) gets it as `model`."""
-        return self.prior.distribution(model=self)
+        """p(z): the prior layer's `distribution()`, given this model as `model` if it takes one
+        (a prior built from the model, such as the VampPrior)."""
+        if "model" in inspect.signature(self.prior.distribution).parameters:
+            return self.prior.distribution(model=self)
+        return self.prior.distribution()
 
     def call(self, x, training=False):
         """Reconstruction mean E[x | z = mean of q(z|x)]: what `predict` returns.
