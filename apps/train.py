@@ -159,6 +159,12 @@ def _worker_dir(strategy, model_dir):
     return os.path.join(model_dir, f"{resolver.task_type}_{resolver.task_id}"), False
 
 
+def _prior(input_shape):
+    """The prior layer the --prior flags describe."""
+    options = {"mixture": {"num_components": _PRIOR_COMPONENTS.value}, "vamp": {"num_pseudo_inputs": _PSEUDO_INPUTS.value}}
+    return distributions.make_prior(_PRIOR.value, _LATENT_DIM.value, input_shape, **options.get(_PRIOR.value, {}))
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -186,10 +192,7 @@ def main(argv):
                 likelihood_scale=scale if scale in (None, "learned") else float(scale), beta=_BETA.value,
                 num_samples=_NUM_SAMPLES.value, objective=_OBJECTIVE.value, seed=common.SEED.value,
                 free_bits=_FREE_BITS.value, num_classes=num_classes,
-                prior=distributions.make_prior(_PRIOR.value, _LATENT_DIM.value, splits.input_shape,
-                                               **{"mixture": {"num_components": _PRIOR_COMPONENTS.value},
-                                                  "vamp": {"num_pseudo_inputs": _PSEUDO_INPUTS.value}}.get(
-                                                      _PRIOR.value, {})),
+                prior=_prior(splits.input_shape),
             )
             model.compile(
                 optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),
