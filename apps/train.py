@@ -22,7 +22,7 @@ from apps import export as export_app
 import keras
 import keras_vae
 import tensorflow as tf
-from keras_vae import callbacks, data, distributions, plots
+from keras_vae import callbacks, data, distributions, models, plots
 
 flags.adopt_module_key_flags(common)
 flags.adopt_module_key_flags(export_app)  # --export_dir, --model_name, --version, --score_samples
@@ -69,9 +69,10 @@ _LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", callbacks.LR_SCHEDUL
 _MIXED_PRECISION = flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
                                      "Keras dtype policy.")
 _JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
-                                 "XLA-compile the train step (auto: on GPUs).")
-_STEPS_PER_EXECUTION = flags.DEFINE_integer("steps_per_execution", 1, "Train steps per compiled call.",
-                                            lower_bound=1)
+                                 "XLA-compile the train step (auto: yes, except conv networks on a CPU).")
+_STEPS_PER_EXECUTION = flags.DEFINE_integer(
+    "steps_per_execution", None, f"Train steps per compiled call (default {models.STEPS_PER_EXECUTION}).",
+    lower_bound=1)
 _IMAGE_EVERY = flags.DEFINE_integer("image_every", 5, "Write sample and reconstruction images to TensorBoard "
                                     "every N epochs (0: never).", lower_bound=0)
 _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
@@ -197,7 +198,7 @@ def main(argv):
             model.compile(
                 optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),
                 jit_compile={"auto": "auto", "true": True, "false": False}[_JIT_COMPILE.value],
-                steps_per_execution=_STEPS_PER_EXECUTION.value,
+                steps_per_execution=_STEPS_PER_EXECUTION.value or "auto",
             )
         model.check_data(splits.train, splits.train_labels if num_classes else None)
         if os.path.exists(os.path.join(model_dir, "model.keras")) and not os.path.isdir(

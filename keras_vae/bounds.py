@@ -41,6 +41,8 @@ import math
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_vae import distributions
+
 tfd = tfp.distributions
 
 OBJECTIVES = ("elbo", "iwae")
@@ -106,7 +108,7 @@ def bound_terms(x, posterior, prior, decode, *, num_samples=1, seed=None, analyt
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"`objective` must be one of {OBJECTIVES}. Received: objective={objective!r}")
-    z = posterior.sample(num_samples, seed=seed)
+    z = distributions.sample(posterior, num_samples, seed=seed)
     log_px_z = decode(z).log_prob(x)
     log_qz, log_pz = posterior.log_prob(z), prior.log_prob(z)
     kl = closed_form_kl(posterior, prior) if analytic_kl else None
@@ -152,7 +154,7 @@ def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chun
     for start in range(0, num_samples, chunk_size):
         index = tf.range(start, min(start + chunk_size, num_samples))
         z = tf.map_fn(
-            lambda i: posterior.sample(seed=tf.random.experimental.stateless_fold_in(seed, i)),
+            lambda i: distributions.sample(posterior, seed=tf.random.experimental.stateless_fold_in(seed, i)),
             index,
             fn_output_signature=posterior.dtype,
         )

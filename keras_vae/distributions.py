@@ -50,6 +50,22 @@ def _check_positive_int(name, value):
     return int(value)
 
 
+def sample(distribution, sample_shape=(), seed=None):
+    """`distribution.sample(sample_shape, seed)`, drawing Gaussians' noise with Philox.
+
+    For a `MultivariateNormalLinearOperator` (diagonal, full-covariance, ...) with a
+    stateless seed, z = loc + scale @ eps with eps ~ N(0, I) from the Philox generator:
+    under XLA on CPUs the default stateless generator runs about ten times slower than
+    Philox and dominated a small VAE's train step. Other distributions sample as usual.
+    """
+    if not isinstance(distribution, tfd.MultivariateNormalLinearOperator) or seed is None:
+        return distribution.sample(sample_shape, seed=seed)
+    shape = tf.concat([tf.cast(tf.reshape(sample_shape, [-1]), tf.int32), distribution.batch_shape_tensor(),
+                       distribution.event_shape_tensor()], axis=0)
+    noise = tf.random.stateless_normal(shape, tfp.random.sanitize_seed(seed), dtype=distribution.dtype, alg="philox")
+    return distribution.bijector.forward(noise)
+
+
 def _check_scale(scale):
     if scale != "learned" and not (isinstance(scale, numbers.Real) and not isinstance(scale, bool)
                                    and 0 < scale < math.inf):
@@ -127,6 +143,43 @@ class GaussianPosterior(keras.layers.Layer):
         return {**super().get_config(), **config}
 
 
+class Independent(tfd.Independent):
+    """`tfd.Independent` that sums `log_prob` over the event as one flat axis.
+
+    For image events (H, W, C), XLA compiles a reduction over three axes into markedly
+    slower code than the same sum over one (7% of a small VAE's train step).
+    """
+
+    def _log_prob(self, x):
+        log_prob = self.distribution.log_prob(x)
+        ndims = tf.get_static_value(self.reinterpreted_batch_ndims)
+        if ndims is None or ndims < 2:
+            return tf.reduce_sum(log_prob, axis=tf.range(-self.reinterpreted_batch_ndims, 0))
+        shape = tf.shape(log_prob)
+        return tf.reduce_sum(tf.reshape(log_prob, tf.concat([shape[:-ndims], [-1]], axis=0)), axis=-1)
+
+
+class Bernoulli(tfd.Bernoulli):
+    """`tfd.Bernoulli` whose `log_prob` from logits l is one fused op, -cross_entropy(x, l):
+
+    ```none
+    log p(x) = x l - softplus(l) = -(max(l, 0) - x l + log(1 + exp(-|l|)))
+    ```
+
+    (TFP computes both log sigmoid(l) and log sigmoid(-l), twice the transcendentals: the
+    likelihood is most of a small VAE's elementwise work).
+    """
+
+    def _log_prob(self, event):
+        if self._logits is None:
+            return super()._log_prob(event)
+        logits = tf.convert_to_tensor(self._logits)
+        event = tf.cast(event, logits.dtype)
+        shape = tf.broadcast_dynamic_shape(tf.shape(event), tf.shape(logits))
+        return -tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.broadcast_to(event, shape),
+                                                        logits=tf.broadcast_to(logits, shape))
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class BernoulliLikelihood(keras.layers.Layer):
     """Independent Bernoulli p(x|z) from logits shaped like x.
@@ -149,11 +202,11 @@ class BernoulliLikelihood(keras.layers.Layer):
         super().__init__(**kwargs)
         self.event_shape = tuple(int(d) for d in event_shape)
 
-    family = tfd.Bernoulli  # the per-dimension distribution, from logits
+    family = Bernoulli  # the per-dimension distribution, from logits
 
     def call(self, logits):
         per_dimension = self.family(logits=_float32(logits), dtype=tf.float32)
-        return tfd.Independent(per_dimension, reinterpreted_batch_ndims=len(self.event_shape))
+        return Independent(per_dimension, reinterpreted_batch_ndims=len(self.event_shape))
 
     @staticmethod
     def named_parameters(distribution):
@@ -205,7 +258,7 @@ class GaussianLikelihood(keras.layers.Layer):
     def call(self, loc):
         loc = _float32(loc)
         normal = tfd.Normal(loc, tf.broadcast_to(self.stddev(), tf.shape(loc)))
-        return tfd.Independent(normal, reinterpreted_batch_ndims=len(self.event_shape))
+        return Independent(normal, reinterpreted_batch_ndims=len(self.event_shape))
 
     @staticmethod
     def named_parameters(distribution):
@@ -412,7 +465,7 @@ class DiscretizedLogisticLikelihood(keras.layers.Layer):
     def call(self, loc):
         loc = _float32(loc)
         logistic = DiscretizedLogistic(loc, tf.broadcast_to(self.logistic_scale(), tf.shape(loc)), self.num_bins)
-        return tfd.Independent(logistic, reinterpreted_batch_ndims=len(self.event_shape))
+        return Independent(logistic, reinterpreted_batch_ndims=len(self.event_shape))
 
     @staticmethod
     def named_parameters(distribution):

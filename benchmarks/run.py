@@ -1,0 +1,233 @@
+"""keras_vae's performance in one command: training, evaluation and serving, and the peers.
+
+    python -m benchmarks.run                                  # every case
+    python -m benchmarks.run --cases=train_mlp_b100,eval_is_k5000
+    python -m benchmarks.run --peers --rounds=3               # also the reference scripts, with ratios
+
+The model is Burda et al.'s one-stochastic-layer VAE (784-200-200 tanh -> 50 Gaussian
+latents -> Bernoulli) on MNIST, trained with the package's defaults: `model.compile(Adam)`
+and `data.make_dataset` (shuffled, re-binarized every batch). Each case runs in a fresh
+process, after a warm-up that includes compilation; with --rounds > 1 the cases take turns
+(A B C A B C ...), so the machine's noise hits them alike. Prints one JSON line per
+measurement, `{"case": ..., "examples_per_sec": ..., "device": ...}`, then one summary line
+per case with the median; with --peers the summary of `train_mlp_b100` and of each peer
+gives its ratio to every peer measured in the same run. Runs unchanged on a GPU machine,
+where TensorFlow picks the GPU; every line names the device.
+
+Cases:
+  train_mlp_b100, train_mlp_b1000   `fit` on the 50,000 training images, batch 100 / 1000
+  train_conv_b128                   `fit` of `conv_vae` (28x28x1), batch 128, on --conv_examples images
+  eval_is_k5000                     `evaluation.report`: log p(x) with k=5000 (and L_50) on --eval_examples
+                                    test images; with its FLOP rate and fraction of `matmul_peak`
+  matmul_peak                       GFLOP/s of a large float32 matmul: this machine's ceiling
+  serve_<signature>_b<1|256>        SavedModel signature latency (see `benchmarks.serving`),
+                                    e.g. serve_encode_b1, serve_score_b256
+Peers (--peers; reference scripts in --reference_dir, the PyTorch ones run by --peers_python):
+  keras_tutorial, torch_handwritten, pythae, xla_ceiling (bare XLA, 20 fused steps per call)
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(ROOT, "..", "shared")
+SERVE_CASES = tuple(f"serve_{s}_b{b}" for s in ("encode", "decode", "reconstruct", "sample", "score") for b in (1, 256))
+CASES = ("train_mlp_b100", "train_mlp_b1000", "train_conv_b128", "eval_is_k5000", "matmul_peak") + SERVE_CASES
+PEERS = ("keras_tutorial", "torch_handwritten", "pythae", "xla_ceiling")
+
+_CASES = flags.DEFINE_list("cases", list(CASES), "Cases to run (default: all).")
+_PEERS = flags.DEFINE_bool("peers", False, "Also run the reference scripts and print ratios to them.")
+_ROUNDS = flags.DEFINE_integer("rounds", 1, "Rounds over all cases (and peers); summaries give medians.", lower_bound=1)
+_EPOCHS = flags.DEFINE_integer("epochs", 2, "Timed epochs per training case (and per peer).", lower_bound=1)
+_EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", 1000, "Test images for eval_is_k5000 (10,000: all).",
+                                      lower_bound=1, upper_bound=10000)
+_CONV_EXAMPLES = flags.DEFINE_integer("conv_examples", 10000, "Training images per epoch for train_conv_b128.",
+                                      lower_bound=128, upper_bound=50000)
+_MNIST_DIR = flags.DEFINE_string("mnist_dir", os.environ.get("MNIST_DIR", os.path.join(SHARED, "data", "mnist")),
+                                 "Folder with MNIST's IDX .gz files (or mnist.npz).")
+_REFERENCE_DIR = flags.DEFINE_string("reference_dir", os.path.join(SHARED, "bench"),
+                                     "Folder with the reference scripts (keras_tutorial_vae.py, ...).")
+_PEERS_PYTHON = flags.DEFINE_string("peers_python", os.path.join(ROOT, "..", "peers-venv", "bin", "python"),
+                                    "Python with torch and pythae, for the PyTorch peers.")
+_CHILD = flags.DEFINE_string("child", None, "Internal: run one case in this process.")
+
+
+@flags.validator("cases", f"--cases must be names from {', '.join(CASES)}.")
+def _check_cases(values):
+    return bool(values) and all(v in CASES for v in values)
+
+
+# ---------------------------------------------------------------------------- cases (child process)
+def _mnist(split):
+    from keras_vae import data
+
+    splits = data.load("mnist", data_dir=_MNIST_DIR.value)
+    return splits.train if split == "train" else splits.test
+
+
+def _train(model, x, batch_size):
+    """examples/s of `model.fit` with the package defaults, after a short warm-up fit."""
+    import keras
+
+    from keras_vae import data
+
+    model.compile(keras.optimizers.Adam(1e-3))
+    ds = data.make_dataset(x, batch_size, shuffle=True, binarize=True, seed=0, drop_remainder=True)
+    model.fit(ds, epochs=1, verbose=0)  # compiles (each fused group size once)
+    start = time.perf_counter()
+    model.fit(ds, epochs=_EPOCHS.value, verbose=0)
+    seconds = time.perf_counter() - start
+    return {"examples_per_sec": _EPOCHS.value * (len(x) // batch_size) * batch_size / seconds,
+            "batch_size": batch_size, "jit_compile": bool(model.jit_compile),
+            "steps_per_execution": model.steps_per_execution}
+
+
+def _burda_vae():
+    import keras_vae
+
+    return keras_vae.mlp_vae((28, 28, 1), 50, (200, 200), activation="tanh", seed=0)
+
+
+def train_mlp(batch_size):
+    return _train(_burda_vae(), _mnist("train"), batch_size)
+
+
+def train_conv_b128():
+    import keras_vae
+
+    model = keras_vae.conv_vae((28, 28, 1), 50, seed=0)
+    return _train(model, _mnist("train")[: _CONV_EXAMPLES.value], 128)
+
+
+def matmul_peak(n=2048, calls=20):
+    """Best GFLOP/s of an n x n float32 matmul (XLA-compiled, results kept on the device)."""
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal([n, n], seed=[0, 0])
+    matmul = tf.function(lambda a, b: tf.matmul(a, b), jit_compile=True)
+    matmul(a, a).numpy()
+    best = min(_timed(lambda: matmul(a, a).numpy()) for _ in range(calls))
+    return {"examples_per_sec": None, "gflops": 2 * n**3 / best / 1e9, "matrix_size": n}
+
+
+def eval_is_k5000(iw_samples=5000, bound_samples=50):
+    """examples/s of `evaluation.report` (the body of apps.evaluate), and its matmul FLOP rate."""
+    import numpy as np
+
+    from keras_vae import data, evaluation
+
+    model = _burda_vae()  # the weights do not change the work done
+    x = data.binarize_array(_mnist("test")[: _EVAL_EXAMPLES.value], seed=0)
+    evaluation.report(model, x[:100], iw_samples, bound_samples, verbose=0)  # compiles
+    seconds = _timed(lambda: evaluation.report(model, x, iw_samples, bound_samples, verbose=0))
+    # Matmul FLOPs: the decoder once per (example, sample), the encoder once per example and bound.
+    decoder = sum(2 * int(np.prod(w.shape)) for w in model.decoder.weights if len(w.shape) == 2)
+    encoder = sum(2 * int(np.prod(w.shape)) for w in model.encoder.weights if len(w.shape) == 2)
+    flops = len(x) * ((iw_samples + bound_samples) * decoder + 3 * encoder)
+    peak = matmul_peak()["gflops"]
+    return {"examples_per_sec": len(x) / seconds, "iw_samples": iw_samples, "num_examples": len(x),
+            "full_test_set_seconds": 10000 * seconds / len(x), "gflops": flops / seconds / 1e9,
+            "matmul_peak_gflops": peak, "fraction_of_matmul_peak": flops / seconds / 1e9 / peak}
+
+
+def serve(cases):
+    from benchmarks import serving
+
+    wanted = [c for c in cases if c.startswith("serve_")]
+    signatures = sorted({c.split("_")[1] for c in wanted})
+    results = serving.run(batch_sizes=sorted({int(c.rsplit("_b", 1)[1]) for c in wanted}), signatures=signatures)
+    return [r for r in results if r["case"] in wanted]
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_child(name):
+    """Run one case (or all the listed serve cases) here; print its JSON lines."""
+    from benchmarks.serving import device_name
+
+    if name == "serve":
+        results = serve(_CASES.value)
+    else:
+        function = {"train_mlp_b100": lambda: train_mlp(100), "train_mlp_b1000": lambda: train_mlp(1000),
+                    "train_conv_b128": train_conv_b128, "eval_is_k5000": eval_is_k5000,
+                    "matmul_peak": matmul_peak}[name]
+        results = [{"case": name, **function(), "device": device_name()}]
+    for result in results:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}), flush=True)
+
+
+# ---------------------------------------------------------------------------- driver
+def _commands():
+    """{name: command} for every process to run: the cases (serve cases share one) and the peers."""
+    me = [sys.executable, "-m", "benchmarks.run"] + [
+        flags.FLAGS[f].serialize() for f in ("cases", "epochs", "eval_examples", "conv_examples", "mnist_dir")]
+    commands = {}
+    for case in _CASES.value:
+        name = "serve" if case.startswith("serve_") else case
+        commands.setdefault(name, me + [f"--child={name}"])
+    if _PEERS.value:
+        ref = _REFERENCE_DIR.value
+        script = {"keras_tutorial": (sys.executable, "keras_tutorial_vae.py"),
+                  "torch_handwritten": (_PEERS_PYTHON.value, "torch_vae.py"),
+                  "pythae": (_PEERS_PYTHON.value, "pythae_vae.py"),
+                  "xla_ceiling": (sys.executable, "xla_ceiling.py", "--fused=20")}
+        for peer, (python, path, *extra) in script.items():
+            commands[peer] = [python, os.path.join(ref, path), f"--epochs={_EPOCHS.value}", *extra]
+    return commands
+
+
+def _run(name, command):
+    """The JSON lines a process printed, each given its case name (peers print `peer`)."""
+    env = {**os.environ, "MNIST_DIR": os.path.abspath(_MNIST_DIR.value), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cwd = ROOT if name in CASES or name == "serve" else _REFERENCE_DIR.value
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return [{"case": name, "error": f"exit {done.returncode}: {last}"}]
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    for result in results:
+        result.setdefault("case", name)
+        result.pop("peer", None)
+    return results
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if _CHILD.value:
+        return run_child(_CHILD.value)
+    commands = _commands()
+    if _PEERS.value:
+        missing = [p for p in (_REFERENCE_DIR.value, _PEERS_PYTHON.value) if not os.path.exists(p)]
+        if missing:
+            raise app.UsageError(f"--peers needs {' and '.join(missing)} (see --reference_dir, --peers_python)")
+    rates = {}
+    for round_ in range(_ROUNDS.value):
+        for name, command in commands.items():
+            for result in _run(name, command):
+                print(json.dumps({**result, "round": round_}), flush=True)
+                if result.get("examples_per_sec") is not None:
+                    rates.setdefault(result["case"], []).append(result["examples_per_sec"])
+    medians = {case: statistics.median(values) for case, values in rates.items()}
+    for case, median in medians.items():
+        summary = {"case": case, "median_examples_per_sec": round(median, 1), "runs": len(rates[case])}
+        if case in ("train_mlp_b100", *PEERS):
+            summary.update({f"ratio_to_{peer}": round(median / medians[peer], 3)
+                            for peer in PEERS if peer in medians and peer != case})
+        print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
