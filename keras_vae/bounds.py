@@ -150,23 +150,30 @@ def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chun
     """
     chunk_size = num_samples if chunk_size is None else min(chunk_size, num_samples)
     seed = tfp.random.sanitize_seed(seed)
-    log_sum_w = sum_log_w = sum_log_px_z = None
-    for start in range(0, num_samples, chunk_size):
-        index = tf.range(start, min(start + chunk_size, num_samples))
+
+    def chunk(start, size):
+        """(logsumexp, sum) of the log weights and the sum of log p(x|z) over samples start..start+size-1."""
         z = tf.map_fn(
             lambda i: distributions.sample(posterior, seed=tf.random.experimental.stateless_fold_in(seed, i)),
-            index,
+            start + tf.range(size),
             fn_output_signature=posterior.dtype,
         )
         log_px_z = decode(z).log_prob(x)
         log_w = log_px_z + prior.log_prob(z) - posterior.log_prob(z)
-        lse = tf.reduce_logsumexp(log_w, axis=0)
-        if log_sum_w is None:
-            log_sum_w, sum_log_w, sum_log_px_z = lse, tf.reduce_sum(log_w, 0), tf.reduce_sum(log_px_z, 0)
-        else:
-            log_sum_w = tf.reduce_logsumexp(tf.stack([log_sum_w, lse]), axis=0)
-            sum_log_w += tf.reduce_sum(log_w, 0)
-            sum_log_px_z += tf.reduce_sum(log_px_z, 0)
+        return tf.reduce_logsumexp(log_w, 0), tf.reduce_sum(log_w, 0), tf.reduce_sum(log_px_z, 0)
+
+    def add(totals, terms):
+        return (tf.reduce_logsumexp(tf.stack([totals[0], terms[0]]), 0), totals[1] + terms[1], totals[2] + terms[2])
+
+    # Full chunks in a loop (one chunk's memory at a time, also under XLA), then the remainder.
+    full, remainder = divmod(num_samples, chunk_size)
+    totals = chunk(0, chunk_size)
+    if full > 1:
+        totals = tf.while_loop(lambda c, _: c < full, lambda c, t: (c + 1, add(t, chunk(c * chunk_size, chunk_size))),
+                               (tf.constant(1), totals))[1]
+    if remainder:
+        totals = add(totals, chunk(full * chunk_size, remainder))
+    log_sum_w, sum_log_w, sum_log_px_z = totals
     return {
         "iwae_bound": log_sum_w - math.log(num_samples),
         "elbo": sum_log_w / num_samples,

@@ -95,6 +95,9 @@ def _posterior_moments(model, x, batch_size):
 def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_size=250, seed=0, verbose=1):
     """Means over x of the ELBO, L_k (k = `bound_samples`) and the IS estimate of log p(x) (k = `iw_samples`).
 
+    Not XLA-compiled: on CPUs TensorFlow's oneDNN matmuls, which dominate here, ran 1.5x
+    faster than XLA's (benchmarks/run.py, eval_is_k5000).
+
     Returns a dict of floats (nats per example unless named otherwise): `test_elbo`,
     `reconstruction`, `kl` (closed form where TFP has one, else from the same samples), `test_iwae_bound` with
     `iwae_bound_k`, `test_nll` (positive), `bits_per_dim`, `active_units`,

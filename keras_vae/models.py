@@ -222,18 +222,28 @@ class VAE(keras.Model):
         `jit_compile="auto"`: XLA, except for networks with convolutions on a CPU (oneDNN's
         convolutions beat XLA's there), under a distribution strategy or with op
         determinism on. `steps_per_execution="auto"`: `STEPS_PER_EXECUTION` train steps per
-        call, so Python runs once per hundred batches; callbacks' batch hooks run then too.
+        call (1 under a distribution strategy), so Python runs once per hundred batches;
+        callbacks' batch hooks run then too.
         """
         if jit_compile == "auto":
             jit_compile = self._auto_jit_compile()
-        if steps_per_execution == "auto":
-            steps_per_execution = STEPS_PER_EXECUTION
+        if steps_per_execution == "auto":  # Keras' multi-step loop fails under tf.distribute (TF 2.21)
+            steps_per_execution = 1 if self._distributed() else STEPS_PER_EXECUTION
         super().compile(optimizer, *args, jit_compile=jit_compile, steps_per_execution=steps_per_execution, **kwargs)
+
+    def _distributed(self):
+        """True under a tf.distribute strategy (in its scope, or built in one)."""
+        return tf.distribute.has_strategy() or getattr(self, "_distribute_strategy", None) is not None
+
+    def compile_from_config(self, config):
+        """Compile as saved in a `.keras` file (Keras skips this for models that override `compile`)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
 
     def _auto_jit_compile(self):
         from tensorflow.python.framework.config import is_op_determinism_enabled  # as Keras checks it
 
-        if tf.distribute.has_strategy() or is_op_determinism_enabled():
+        if self._distributed() or is_op_determinism_enabled():
             return False
         convolutional = any(isinstance(layer, _CONVOLUTIONS) for network in (self.encoder, self.decoder) for layer in network._flatten_layers())
         return not convolutional or bool(tf.config.list_logical_devices("GPU"))
@@ -250,7 +260,7 @@ class VAE(keras.Model):
         """
         if self.train_function is not None and not force:
             return self.train_function
-        if not self.jit_compile or self.run_eagerly or self.steps_per_execution == 1 or tf.distribute.has_strategy():
+        if not self.jit_compile or self.run_eagerly or self.steps_per_execution == 1 or self._distributed():
             return super().make_train_function(force)
 
         def fused_steps(batches):

@@ -137,6 +137,35 @@ def test_predict_encode_decode_sample_shapes_and_ranges(digits):
     assert draws.shape == (6, 8, 8, 1) and set(np.unique(draws)) <= {0.0, 1.0}
 
 
+def test_compile_defaults_xla_and_many_steps_per_call():
+    model = _model()
+    model.compile()
+    assert model.jit_compile is True and model.steps_per_execution == keras_vae.models.STEPS_PER_EXECUTION
+    conv = keras_vae.conv_vae((8, 8, 1), latent_dim=2, filters=(4,), hidden_units=(8,))
+    conv.compile()
+    assert conv.jit_compile is bool(tf.config.list_logical_devices("GPU"))  # oneDNN convolutions win on CPUs
+    model.compile(jit_compile=False, steps_per_execution=3)
+    assert model.jit_compile is False and model.steps_per_execution == 3
+
+
+def test_fused_train_loop_trains_exactly_like_keras_own_loop(digits):
+    """Many XLA steps per call (calls of 5, 5 and 4 batches, the last batch short) give the
+    weights and logs of Keras' loop, which runs one XLA step per call."""
+    x = digits.train  # 1200 examples: 13 batches of 90 and one of 30
+    runs = []
+    for steps_per_execution in (1, 5):
+        model = _model()
+        model.compile(optimizer="adam", jit_compile=True, steps_per_execution=steps_per_execution)
+        history = model.fit(x, batch_size=90, epochs=2, verbose=0, shuffle=False).history
+        runs.append((history, model.get_weights(), int(model.optimizer.iterations)))
+    (keras_history, keras_weights, keras_steps), (fused_history, fused_weights, fused_steps) = runs
+    assert len(x) == 1200 and keras_steps == fused_steps == 28
+    for name in ("loss", "elbo", "kl", "reconstruction"):
+        np.testing.assert_allclose(fused_history[name], keras_history[name], rtol=1e-4)
+    for fused, reference in zip(fused_weights, keras_weights):
+        np.testing.assert_allclose(fused, reference, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_trains_with_float32_distributions(digits, policy):
     keras.config.set_dtype_policy(policy)
