@@ -200,9 +200,9 @@ def make_dataset(x, batch_size, shuffle=False, binarize=False, seed=None, drop_r
 
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
-    # tf.data's autotuner held `fit` to about 100 batches/s per core here (TF 2.21, CPU), a
-    # third of what the train step can take; with it off, AUTOTUNE means one call per core
-    # and a fixed prefetch buffer, which keeps up (benchmarks/run.py, train_mlp_b100).
+    # tf.data's autotuner held `fit` to about 100 batches/s per core here (TF 2.21, CPU),
+    # half of what the train step took; with it off, AUTOTUNE means one call per core and
+    # a fixed prefetch buffer, which keeps up (benchmarks/run.py, train_mlp_b100).
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)

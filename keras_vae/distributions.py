@@ -160,7 +160,7 @@ class Independent(tfd.Independent):
 
 
 class Bernoulli(tfd.Bernoulli):
-    """`tfd.Bernoulli` whose `log_prob` from logits l is one fused op, -cross_entropy(x, l):
+    """`tfd.Bernoulli` whose `log_prob` from logits l is TF's cross-entropy, -xent(x, l):
 
     ```none
     log p(x) = x l - softplus(l) = -(max(l, 0) - x l + log(1 + exp(-|l|)))

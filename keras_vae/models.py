@@ -245,7 +245,8 @@ class VAE(keras.Model):
 
         if self._distributed() or is_op_determinism_enabled():
             return False
-        convolutional = any(isinstance(layer, _CONVOLUTIONS) for network in (self.encoder, self.decoder) for layer in network._flatten_layers())
+        layers = [layer for network in (self.encoder, self.decoder) for layer in network._flatten_layers()]
+        convolutional = any(isinstance(layer, _CONVOLUTIONS) for layer in layers)
         return not convolutional or bool(tf.config.list_logical_devices("GPU"))
 
     def make_train_function(self, force=False):
