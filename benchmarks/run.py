@@ -74,7 +74,7 @@ def _mnist(split):
 
 
 def _train(model, x, batch_size):
-    """examples/s of `model.fit` with the package defaults, after a short warm-up fit."""
+    """examples/s of `model.fit` with the package defaults, after a one-epoch warm-up."""
     import keras
 
     from keras_vae import data
