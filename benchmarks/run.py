@@ -57,6 +57,11 @@ _REFERENCE_DIR = flags.DEFINE_string("reference_dir", os.path.join(SHARED, "benc
                                      "Folder with the reference scripts (keras_tutorial_vae.py, ...).")
 _PEERS_PYTHON = flags.DEFINE_string("peers_python", os.path.join(ROOT, "..", "peers-venv", "bin", "python"),
                                     "Python with torch and pythae, for the PyTorch peers.")
+_JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                                 "`compile`'s jit_compile for the train cases (auto: the package default).")
+_STEPS_PER_EXECUTION = flags.DEFINE_integer("steps_per_execution", None,
+                                            "`compile`'s steps_per_execution for the train cases "
+                                            "(default: the package's).", lower_bound=1)
 _CHILD = flags.DEFINE_string("child", None, "Internal: run one case in this process.")
 
 
@@ -74,12 +79,14 @@ def _mnist(split):
 
 
 def _train(model, x, batch_size):
-    """examples/s of `model.fit` with the package defaults, after a one-epoch warm-up."""
+    """examples/s of `model.fit` (package defaults unless --jit_compile/--steps_per_execution), after a
+    one-epoch warm-up."""
     import keras
 
     from keras_vae import data
 
-    model.compile(keras.optimizers.Adam(1e-3))
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile={"true": True, "false": False}.get(_JIT_COMPILE.value, "auto"),
+                  steps_per_execution=_STEPS_PER_EXECUTION.value or "auto")
     ds = data.make_dataset(x, batch_size, shuffle=True, binarize=True, seed=0, drop_remainder=True)
     model.fit(ds, epochs=1, verbose=0)  # compiles (each fused group size once)
     start = time.perf_counter()
@@ -172,7 +179,8 @@ def run_child(name):
 def _commands():
     """{name: command} for every process to run: the cases (serve cases share one) and the peers."""
     me = [sys.executable, "-m", "benchmarks.run"] + [
-        flags.FLAGS[f].serialize() for f in ("cases", "epochs", "eval_examples", "conv_examples", "mnist_dir")]
+        flags.FLAGS[f].serialize() for f in ("cases", "epochs", "eval_examples", "conv_examples", "mnist_dir",
+                                             "jit_compile", "steps_per_execution") if flags.FLAGS[f].value is not None]
     commands = {}
     for case in _CASES.value:
         name = "serve" if case.startswith("serve_") else case

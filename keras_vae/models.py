@@ -22,7 +22,8 @@ import tensorflow as tf
 from keras_vae import bounds, distributions, networks
 
 _TERMS = ("elbo", "reconstruction", "kl")
-STEPS_PER_EXECUTION = 100  # `compile`'s default; fit ran 0.62x as fast at 1, 0.96x at 20 (MLP, batch 100, CPU)
+STEPS_PER_EXECUTION = 100  # `compile`'s default: fit ran 0.52x as fast at 1, 0.90x at 20
+# (python -m benchmarks.run --cases=train_mlp_b100 --steps_per_execution=N, 2 CPU cores)
 MAX_FUSED_BYTES = 64 * 2**20  # batches stacked for one fused train call, at most
 _CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Conv1DTranspose,
                  keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
@@ -245,23 +246,30 @@ class VAE(keras.Model):
 
         if self._distributed() or is_op_determinism_enabled():
             return False
+        return not self._convolutional() or bool(tf.config.list_logical_devices("GPU"))
+
+    def _convolutional(self):
+        """True if the encoder or decoder has a convolution layer."""
         layers = [layer for network in (self.encoder, self.decoder) for layer in network._flatten_layers()]
-        convolutional = any(isinstance(layer, _CONVOLUTIONS) for layer in layers)
-        return not convolutional or bool(tf.config.list_logical_devices("GPU"))
+        return any(isinstance(layer, _CONVOLUTIONS) for layer in layers)
 
     def make_train_function(self, force=False):
-        """Keras' train function; under XLA with one device, one that runs each call's
-        `steps_per_execution` train steps in a single compiled loop.
+        """Keras' train function; under XLA with one device and dense networks, one that runs
+        each call's `steps_per_execution` train steps in a single compiled loop.
 
         Keras calls an XLA cluster per step from a graph loop, and each call copies every
         variable in and out (about 1 ms a step for the MLP VAE on a CPU, a third of the step).
         Here the call's batches are read first, then trained on in a loop inside one XLA
         computation, `MAX_FUSED_BYTES` of batches at a time; the steps and their results are
-        the same (`train_step` on each batch, in order).
+        the same (`train_step` on each batch, in order). Convolutional networks keep Keras'
+        loop: inside an XLA loop their step ran 8x slower on a CPU (`python -m benchmarks.run
+        --cases=train_conv_b128 --jit_compile=true --steps_per_execution=20`), and no GPU was
+        at hand to show otherwise.
         """
         if self.train_function is not None and not force:
             return self.train_function
-        if not self.jit_compile or self.run_eagerly or self.steps_per_execution == 1 or self._distributed():
+        if (not self.jit_compile or self.run_eagerly or self.steps_per_execution == 1 or self._distributed()
+                or self._convolutional()):
             return super().make_train_function(force)
 
         def fused_steps(batches):
