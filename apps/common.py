@@ -94,9 +94,9 @@ def final_metrics(model_dir):
     return {name: float(value) for name, value in rows[-1].items()} if rows else {}
 
 
-def load_model(model_dir):
-    """`<model_dir>/model.keras`, or a FileNotFoundError saying what --model_dir should hold."""
+def load_model(model_dir, flag="model_dir"):
+    """`<model_dir>/model.keras`, or a FileNotFoundError saying what --`flag` should hold."""
     path = os.path.join(model_dir, "model.keras")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No model at {path}: --model_dir must be a folder written by apps.train")
+        raise FileNotFoundError(f"No model at {path}: --{flag} must be a folder written by apps.train")
     return keras.saving.load_model(path)

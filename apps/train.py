@@ -80,6 +80,9 @@ _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "mu
                               "multi_worker (the cluster in TF_CONFIG). --batch_size is per replica.")
 _DETERMINISTIC = flags.DEFINE_boolean("deterministic", False,
                                       "Enable TensorFlow op determinism: bit-identical reruns, some speed lost.")
+_INIT_FROM = flags.DEFINE_string("init_from", None, "A --model_dir of a finished apps.train run whose trained "
+                                 "weights start this one (same architecture flags; the objective, beta, schedules "
+                                 "and optimizer are this run's own), e.g. a VAE continued with --objective=iwae.")
 
 
 @flags.validator("learning_rate", "must be positive")
@@ -166,6 +169,22 @@ def _prior(input_shape):
     return distributions.make_prior(_PRIOR.value, _LATENT_DIM.value, input_shape, **options.get(_PRIOR.value, {}))
 
 
+def init_from(model, model_dir):
+    """Copy the trainable weights of `<model_dir>/model.keras` into `model`, which must have the same shapes.
+
+    Only the networks' (and learned prior's and likelihood's) weights move: the KL weight, the noise
+    seed and the optimizer's state stay this run's own."""
+    trained = common.load_model(model_dir, flag="init_from")
+    theirs, mine = trained.trainable_weights, model.trainable_weights
+    for i, (source, target) in enumerate(zip(theirs + [None] * len(mine), mine + [None] * len(theirs))):
+        shapes = [None if w is None else tuple(w.shape) for w in (source, target)]
+        if shapes[0] != shapes[1]:
+            raise ValueError(f"--init_from={model_dir}: its trainable weight {i} has shape {shapes[0]} where these "
+                             f"flags build {shapes[1]}; use the architecture flags of its flags.cfg")
+    for target, source in zip(mine, theirs):
+        target.assign(source)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -200,6 +219,8 @@ def main(argv):
                 jit_compile={"auto": "auto", "true": True, "false": False}[_JIT_COMPILE.value],
                 steps_per_execution=_STEPS_PER_EXECUTION.value or "auto",
             )
+            if _INIT_FROM.value:
+                init_from(model, _INIT_FROM.value)
         model.check_data(splits.train, splits.train_labels if num_classes else None)
         if os.path.exists(os.path.join(model_dir, "model.keras")) and not os.path.isdir(
                 os.path.join(model_dir, "backup")):

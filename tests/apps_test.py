@@ -262,6 +262,48 @@ def test_train_variants(tmp_path, flags_):
     assert (tmp_path / "model" / "latent_manifold.png").is_file()
 
 
+def test_train_init_from_starts_at_the_trained_weights(trained, tmp_path):
+    """--init_from copies the networks; the objective, beta (the KL weight) and optimizer are the new run's."""
+    model_dir = tmp_path / "model"
+    result = run_app("train", *TINY, f"--init_from={trained.model_dir}", "--objective=iwae", "--num_samples=5",
+                     "--beta=2", "--epochs=1", "--learning_rate=1e-9", f"--model_dir={model_dir}", "--export_dir=")
+    assert_ok(result)
+    source = keras.saving.load_model(os.path.join(trained.model_dir, "model.keras"))
+    model = keras.saving.load_model(model_dir / "model.keras")
+    assert (model.objective, model.num_samples, float(model.kl_weight)) == ("iwae", 5, 2.0)
+    for new, old in zip(model.trainable_weights, source.trainable_weights, strict=True):
+        assert float(keras.ops.max(keras.ops.abs(new - old))) < 1e-5, new.path  # a 1e-9 learning rate barely moves
+    assert read_flags(str(model_dir))["init_from"] == trained.model_dir
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--init_from={empty}"], ["--init_from must be a folder written by apps.train"]),
+    (["--init_from={trained}", "--hidden_units=8"], ["its trainable weight 0 has shape (64, 16)", "(64, 8)"]),
+    (["--init_from={trained}", "--latent_dim=3"], ["has shape (16, 4)", "(16, 6)"]),
+], ids=["not_a_run", "other_widths", "other_latent_dim"])
+def test_train_init_from_bad_source_writes_nothing(trained, tmp_path, args, fragments):
+    (tmp_path / "empty").mkdir()
+    args = [a.format(empty=tmp_path / "empty", trained=trained.model_dir) for a in args]
+    tiny = [flag for flag in TINY if flag.split("=")[0] not in {arg.split("=")[0] for arg in args}]
+    result = run_app("train", *tiny, *args, f"--model_dir={tmp_path / 'model'}", f"--export_dir={tmp_path / 'e'}")
+    assert_one_line_error(result, "train: error:", *fragments)
+    assert sorted(os.listdir(tmp_path)) == ["empty"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "apps" / "configs").glob("*.cfg")))
+def test_shipped_flagfiles_parse(name):
+    """Each recipe in apps/configs passes apps.train's flag validators and sets what it says."""
+    flagfile = ROOT / "apps" / "configs" / name
+    code = "import sys, apps.train; from absl import flags; flags.FLAGS(sys.argv); print(flags.FLAGS.flags_into_string())"
+    result = subprocess.run([sys.executable, "-c", code, f"--flagfile={flagfile}"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert_ok(result)
+    parsed = set(result.stdout.splitlines())
+    for line in flagfile.read_text().splitlines():
+        if line.startswith("--") and not line.startswith("--flagfile="):
+            assert line in parsed, line
+
+
 # ------------------------------------------------------------------ apps.export
 def test_export_app_writes_the_next_version_with_run_metadata(trained, tmp_path):
     export_dir = tmp_path / "served"
