@@ -12,6 +12,7 @@ interrupted run resumes from `<model_dir>/backup` when started again with the sa
 """
 
 import functools
+import itertools
 import os
 import sys
 
@@ -176,8 +177,8 @@ def init_from(model, model_dir):
     seed and the optimizer's state stay this run's own."""
     trained = common.load_model(model_dir, flag="init_from")
     theirs, mine = trained.trainable_weights, model.trainable_weights
-    for i, (source, target) in enumerate(zip(theirs + [None] * len(mine), mine + [None] * len(theirs))):
-        shapes = [None if w is None else tuple(w.shape) for w in (source, target)]
+    for i, pair in enumerate(itertools.zip_longest(theirs, mine)):
+        shapes = [None if w is None else tuple(w.shape) for w in pair]
         if shapes[0] != shapes[1]:
             raise ValueError(f"--init_from={model_dir}: its trainable weight {i} has shape {shapes[0]} where these "
                              f"flags build {shapes[1]}; use the architecture flags of its flags.cfg")

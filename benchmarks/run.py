@@ -17,6 +17,7 @@ where TensorFlow picks the GPU; every line names the device.
 Cases:
   train_mlp_b100, train_mlp_b1000   `fit` on the 50,000 training images, batch 100 / 1000
   train_conv_b128                   `fit` of `conv_vae` (28x28x1), batch 128, on --conv_examples images
+  train_iwae_k50_b100               `fit` of the same model on the IWAE bound L_50, batch 100
   eval_is_k5000                     `evaluation.report`: log p(x) with k=5000 (and L_50) on --eval_examples
                                     test images; with its FLOP rate and fraction of `matmul_peak`
   matmul_peak                       GFLOP/s of a large float32 matmul: this machine's ceiling
@@ -40,7 +41,7 @@ from absl import app, flags  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared")
 SERVE_CASES = tuple(f"serve_{s}_b{b}" for s in ("encode", "decode", "reconstruct", "sample", "score") for b in (1, 256))
-CASES = ("train_mlp_b100", "train_mlp_b1000", "train_conv_b128", "eval_is_k5000", "matmul_peak") + SERVE_CASES
+CASES = ("train_mlp_b100", "train_mlp_b1000", "train_conv_b128", "train_iwae_k50_b100", "eval_is_k5000", "matmul_peak") + SERVE_CASES
 PEERS = ("keras_tutorial", "torch_handwritten", "pythae", "xla_ceiling")
 
 _CASES = flags.DEFINE_list("cases", list(CASES), "Cases to run (default: all).")
@@ -97,10 +98,10 @@ def _train(model, x, batch_size):
             "steps_per_execution": model.steps_per_execution}
 
 
-def _burda_vae():
+def _burda_vae(**kwargs):
     import keras_vae
 
-    return keras_vae.mlp_vae((28, 28, 1), 50, (200, 200), activation="tanh", seed=0)
+    return keras_vae.mlp_vae((28, 28, 1), 50, (200, 200), activation="tanh", seed=0, **kwargs)
 
 
 def train_mlp(batch_size):
@@ -169,6 +170,8 @@ def run_child(name):
     else:
         function = {"train_mlp_b100": lambda: train_mlp(100), "train_mlp_b1000": lambda: train_mlp(1000),
                     "train_conv_b128": train_conv_b128, "eval_is_k5000": eval_is_k5000,
+                    "train_iwae_k50_b100": lambda: _train(_burda_vae(objective="iwae", num_samples=50),
+                                                          _mnist("train"), 100),
                     "matmul_peak": matmul_peak}[name]
         results = [{"case": name, **function(), "device": device_name()}]
     for result in results:
