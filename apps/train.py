@@ -23,7 +23,7 @@ from apps import export as export_app
 import keras
 import keras_vae
 import tensorflow as tf
-from keras_vae import callbacks, data, distributions, models, plots
+from keras_vae import callbacks, checks, data, execution, likelihoods, plots, priors
 
 flags.adopt_module_key_flags(common)
 flags.adopt_module_key_flags(export_app)  # --export_dir, --model_name, --version, --score_samples
@@ -37,10 +37,10 @@ _FILTERS = flags.DEFINE_list("filters", ["32", "64"], "--architecture=conv: filt
                              "convolutions (H and W must divide by 2^len); the decoder mirrors them.")
 _ACTIVATION = flags.DEFINE_enum("activation", "relu", ["relu", "tanh", "elu", "gelu", "softplus"],
                                 "Hidden-layer activation.")
-_LIKELIHOOD = flags.DEFINE_enum("likelihood", "bernoulli", sorted(distributions.LIKELIHOODS),
+_LIKELIHOOD = flags.DEFINE_enum("likelihood", "bernoulli", sorted(likelihoods.LIKELIHOODS),
                                 "p(x|z): bernoulli, continuous_bernoulli (data in [0, 1]), gaussian, "
                                 "discretized_logistic (8-bit images as k/255).")
-_PRIOR = flags.DEFINE_enum("prior", "standard_normal", sorted(distributions.PRIORS),
+_PRIOR = flags.DEFINE_enum("prior", "standard_normal", sorted(priors.PRIORS),
                            "p(z): standard_normal; mixture (learned Gaussian mixture, --prior_components); "
                            "vamp (VampPrior, --pseudo_inputs).")
 _PRIOR_COMPONENTS = flags.DEFINE_integer("prior_components", 10, "Components of --prior=mixture.", lower_bound=1)
@@ -69,11 +69,12 @@ _LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", callbacks.LR_SCHEDUL
                                  "3^i/3280 of --epochs); burda_equal: the same 8 rates, equal stages.")
 _MIXED_PRECISION = flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
                                      "Keras dtype policy.")
-_JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
-                                 "XLA-compile the train step (auto: yes, except conv networks on a CPU).")
+_JIT_COMPILE = flags.DEFINE_enum("jit_compile", None, ["auto", "true", "false"],
+                                 "compile's jit_compile, with Keras' meaning (auto: XLA only with an "
+                                 "accelerator). Default: the VAE's choice, XLA for dense networks.")
 _STEPS_PER_EXECUTION = flags.DEFINE_integer(
-    "steps_per_execution", None, f"Train steps per compiled call (default {models.STEPS_PER_EXECUTION}).",
-    lower_bound=1)
+    "steps_per_execution", None, f"Train steps per compiled call (default {execution.STEPS_PER_EXECUTION}, 1 "
+    "under --strategy).", lower_bound=1)
 _IMAGE_EVERY = flags.DEFINE_integer("image_every", 5, "Write sample and reconstruction images to TensorBoard "
                                     "every N epochs (0: never).", lower_bound=0)
 _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
@@ -101,17 +102,22 @@ def _filters(value):
     return bool(value) and _units(value)
 
 
-@flags.multi_flags_validator(["kl_warmup_epochs", "kl_cycle_epochs"],
-                             "choose one KL schedule: --kl_warmup_epochs or --kl_cycle_epochs")
+def _passes(problem):
+    """True if the library's rule found no `problem`; else the flag validator fails with the library's words."""
+    if problem is not None:
+        raise flags.ValidationError(problem)
+    return True
+
+
+@flags.multi_flags_validator(["kl_warmup_epochs", "kl_cycle_epochs"])
 def _one_kl_schedule(values):
-    return not (values["kl_warmup_epochs"] and values["kl_cycle_epochs"])
+    return _passes(checks.kl_schedule_problem(values["kl_warmup_epochs"], values["kl_cycle_epochs"]))
 
 
-@flags.multi_flags_validator(["free_bits", "objective", "covariance", "prior"],
-                             "--free_bits needs --objective=elbo, --covariance=diagonal and --prior=standard_normal")
+@flags.multi_flags_validator(["free_bits", "objective", "covariance", "prior"])
 def _free_bits(values):
-    return not values["free_bits"] or (values["objective"], values["covariance"], values["prior"]) == (
-        "elbo", "diagonal", "standard_normal")
+    return _passes(checks.free_bits_problem(values["free_bits"], values["objective"], values["covariance"],
+                                            values["prior"]))
 
 
 @flags.multi_flags_validator(["conditional", "prior"], "--prior=vamp cannot be --conditional: its pseudo-inputs "
@@ -132,9 +138,9 @@ def _scale(value):
     return value is None or value == "learned" or _is_positive_float(value)
 
 
-@flags.multi_flags_validator(["objective", "num_samples"], "--objective=iwae needs --num_samples > 1")
+@flags.multi_flags_validator(["objective", "num_samples"])
 def _iwae_samples(values):
-    return values["objective"] != "iwae" or values["num_samples"] > 1
+    return _passes(checks.iwae_samples_problem(values["objective"], values["num_samples"]))
 
 
 def _is_positive_float(text):
@@ -167,7 +173,7 @@ def _worker_dir(strategy, model_dir):
 def _prior(input_shape):
     """The prior layer the --prior flags describe."""
     options = {"mixture": {"num_components": _PRIOR_COMPONENTS.value}, "vamp": {"num_pseudo_inputs": _PSEUDO_INPUTS.value}}
-    return distributions.make_prior(_PRIOR.value, _LATENT_DIM.value, input_shape, **options.get(_PRIOR.value, {}))
+    return priors.make_prior(_PRIOR.value, _LATENT_DIM.value, input_shape, **options.get(_PRIOR.value, {}))
 
 
 def init_from(model, model_dir):
@@ -217,8 +223,8 @@ def main(argv):
             )
             model.compile(
                 optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),
-                jit_compile={"auto": "auto", "true": True, "false": False}[_JIT_COMPILE.value],
-                steps_per_execution=_STEPS_PER_EXECUTION.value or "auto",
+                jit_compile={"true": True, "false": False}.get(_JIT_COMPILE.value, _JIT_COMPILE.value),
+                steps_per_execution=_STEPS_PER_EXECUTION.value,
             )
             if _INIT_FROM.value:
                 init_from(model, _INIT_FROM.value)

@@ -58,8 +58,9 @@ _REFERENCE_DIR = flags.DEFINE_string("reference_dir", os.path.join(SHARED, "benc
                                      "Folder with the reference scripts (keras_tutorial_vae.py, ...).")
 _PEERS_PYTHON = flags.DEFINE_string("peers_python", os.path.join(ROOT, "..", "peers-venv", "bin", "python"),
                                     "Python with torch and pythae, for the PyTorch peers.")
-_JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
-                                 "`compile`'s jit_compile for the train cases (auto: the package default).")
+_JIT_COMPILE = flags.DEFINE_enum("jit_compile", None, ["auto", "true", "false"],
+                                 "`compile`'s jit_compile for the train cases, with Keras' meaning (default: the "
+                                 "package's choice).")
 _STEPS_PER_EXECUTION = flags.DEFINE_integer("steps_per_execution", None,
                                             "`compile`'s steps_per_execution for the train cases "
                                             "(default: the package's).", lower_bound=1)
@@ -86,8 +87,8 @@ def _train(model, x, batch_size):
 
     from keras_vae import data
 
-    model.compile(keras.optimizers.Adam(1e-3), jit_compile={"true": True, "false": False}.get(_JIT_COMPILE.value, "auto"),
-                  steps_per_execution=_STEPS_PER_EXECUTION.value or "auto")
+    jit_compile = {"true": True, "false": False}.get(_JIT_COMPILE.value, _JIT_COMPILE.value)
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile, steps_per_execution=_STEPS_PER_EXECUTION.value)
     ds = data.make_dataset(x, batch_size, shuffle=True, binarize=True, seed=0, drop_remainder=True)
     model.fit(ds, epochs=1, verbose=0)  # compiles (each fused group size once)
     start = time.perf_counter()
@@ -219,11 +220,12 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     if _CHILD.value:
         return run_child(_CHILD.value)
-    commands = _commands()
-    if _PEERS.value:
+    if _PEERS.value:  # checked here, not in a validator: validators don't touch the file system
         missing = [p for p in (_REFERENCE_DIR.value, _PEERS_PYTHON.value) if not os.path.exists(p)]
-        if missing:
-            raise app.UsageError(f"--peers needs {' and '.join(missing)} (see --reference_dir, --peers_python)")
+        if missing:  # one line, like a flag error (app.UsageError would print the whole --help first)
+            sys.exit(f"benchmarks.run: error: --peers needs {' and '.join(missing)} "
+                     "(see --reference_dir, --peers_python)")
+    commands = _commands()
     rates = {}
     for round_ in range(_ROUNDS.value):
         for name, command in commands.items():

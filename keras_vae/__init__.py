@@ -1,11 +1,8 @@
 """keras_vae: variational autoencoders for Keras 3, with TensorFlow Probability distributions."""
 
-import os
+import keras
 
-# TFP distributions need the TensorFlow backend; respect an explicit choice, then check it.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-import keras  # noqa: E402
+# TFP distributions need the TensorFlow backend (Keras' default); a different choice fails here.
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(
@@ -13,20 +10,33 @@ if keras.backend.backend() != "tensorflow":
         "Set KERAS_BACKEND=tensorflow."
     )
 
-from keras_vae import bounds, callbacks, data, distributions, evaluation, export, networks, plots  # noqa: E402
+from keras_vae import (  # noqa: E402
+    bounds,
+    builders,
+    callbacks,
+    checks,
+    data,
+    evaluation,
+    execution,
+    export,
+    likelihoods,
+    networks,
+    plots,
+    posteriors,
+    priors,
+)
 from keras_vae.callbacks import ImageLogger, KLCyclical, KLWarmup  # noqa: E402
-from keras_vae.distributions import (  # noqa: E402
+from keras_vae.likelihoods import (  # noqa: E402
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
     DiscretizedLogistic,
     DiscretizedLogisticLikelihood,
     GaussianLikelihood,
-    GaussianPosterior,
-    MixtureOfGaussiansPrior,
-    StandardNormalPrior,
-    VampPrior,
 )
-from keras_vae.models import VAE, conv_vae, mlp_vae  # noqa: E402
+from keras_vae.posteriors import GaussianPosterior  # noqa: E402
+from keras_vae.priors import MixtureOfGaussiansPrior, StandardNormalPrior, VampPrior  # noqa: E402
+from keras_vae.builders import conv_vae, mlp_vae  # noqa: E402
+from keras_vae.models import VAE  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -45,13 +55,18 @@ __all__ = [
     "StandardNormalPrior",
     "VampPrior",
     "bounds",
+    "builders",
     "callbacks",
+    "checks",
     "conv_vae",
     "data",
-    "distributions",
     "evaluation",
+    "execution",
     "export",
+    "likelihoods",
     "mlp_vae",
     "networks",
     "plots",
+    "posteriors",
+    "priors",
 ]

@@ -41,7 +41,7 @@ import math
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_vae import distributions
+from keras_vae import posteriors
 
 tfd = tfp.distributions
 
@@ -108,7 +108,7 @@ def bound_terms(x, posterior, prior, decode, *, num_samples=1, seed=None, analyt
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"`objective` must be one of {OBJECTIVES}. Received: objective={objective!r}")
-    z = distributions.sample(posterior, num_samples, seed=seed)
+    z = posteriors.sample(posterior, num_samples, seed=seed)
     log_px_z = decode(z).log_prob(x)
     log_qz, log_pz = posterior.log_prob(z), prior.log_prob(z)
     kl = closed_form_kl(posterior, prior) if analytic_kl else None
@@ -154,7 +154,7 @@ def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chun
     def chunk(start, size):
         """(logsumexp, sum) of the log weights and the sum of log p(x|z) over samples start..start+size-1."""
         z = tf.map_fn(
-            lambda i: distributions.sample(posterior, seed=tf.random.experimental.stateless_fold_in(seed, i)),
+            lambda i: posteriors.sample(posterior, seed=tf.random.experimental.stateless_fold_in(seed, i)),
             start + tf.range(size),
             fn_output_signature=posterior.dtype,
         )

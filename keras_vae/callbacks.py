@@ -9,7 +9,7 @@ import threading
 import keras
 import tensorflow as tf
 
-from keras_vae import plots
+from keras_vae import checks, plots
 
 LR_SCHEDULES = ("constant", "burda", "burda_equal")
 
@@ -27,8 +27,7 @@ class KLWarmup(keras.callbacks.Callback):
     """
 
     def __init__(self, epochs):
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"`epochs` must be a positive integer. Received: epochs={epochs!r}")
+        epochs = checks.check_positive_int("epochs", epochs)
         super().__init__()
         self.epochs = epochs
 
@@ -55,8 +54,7 @@ class KLCyclical(keras.callbacks.Callback):
     """
 
     def __init__(self, cycle_epochs, ramp_fraction=0.5):
-        if not isinstance(cycle_epochs, int) or cycle_epochs < 1:
-            raise ValueError(f"`cycle_epochs` must be a positive integer. Received: cycle_epochs={cycle_epochs!r}")
+        cycle_epochs = checks.check_positive_int("cycle_epochs", cycle_epochs)
         if not 0 < ramp_fraction <= 1:
             raise ValueError(f"`ramp_fraction` must be in (0, 1]. Received: ramp_fraction={ramp_fraction!r}")
         super().__init__()
@@ -110,7 +108,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        self._check((logs or {}).get("loss"), f"at epoch {self._epoch + 1}, batch {batch + 1}")
+        # Batch hooks run once per execution of many steps, and the loss is the epoch's mean
+        # so far: it turned non-finite at this batch or an earlier one of the same call.
+        self._check((logs or {}).get("loss"), f"at epoch {self._epoch + 1}, batch {batch + 1} at the latest")
 
     def on_epoch_end(self, epoch, logs=None):
         self._check((logs or {}).get("val_loss"), f"on validation after epoch {epoch + 1}", name="validation loss")
@@ -187,16 +187,14 @@ def training_callbacks(model_dir, epochs, learning_rate, lr_schedule="constant",
     SIGTERM/SIGINT. A NaN or infinite loss raises `NonFiniteLossError` before anything
     is saved for that epoch.
     """
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"`lr_schedule` must be one of {LR_SCHEDULES}. Received: lr_schedule={lr_schedule!r}")
+    checks.check_one_of("lr_schedule", lr_schedule, LR_SCHEDULES)
+    checks.raise_if(checks.kl_schedule_problem(kl_warmup_epochs, kl_cycle_epochs))
     callbacks = []
     # Schedules first, so the loggers after them see this epoch's `learning_rate`.
     if lr_schedule != "constant":
         equal = lr_schedule == "burda_equal"
         callbacks.append(keras.callbacks.LearningRateScheduler(
             lambda epoch: burda_learning_rate(epoch, epochs, learning_rate, equal_stages=equal)))
-    if kl_warmup_epochs and kl_cycle_epochs:
-        raise ValueError("Choose one KL schedule: a warm-up or cycles, not both")
     if kl_warmup_epochs:
         callbacks.append(KLWarmup(kl_warmup_epochs))
     if kl_cycle_epochs:
@@ -234,9 +232,8 @@ class ImageLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, log_dir, x, every=5, num=16, seed=0):
-        for name, value in (("every", every), ("num", num)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        every = checks.check_positive_int("every", every)
+        num = checks.check_positive_int("num", num)
         if len(x) < 1:
             raise ValueError(f"`x` must hold at least one example. Received shape {getattr(x, 'shape', len(x))}")
         super().__init__()

@@ -47,6 +47,8 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from keras_vae import checks
+
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 BINARIZATIONS = ("none", "static", "dynamic")
 ENV_VAR = "KERAS_VAE_DATA_DIR"
@@ -139,8 +141,7 @@ def load(name, data_dir=None, validation_size=None, binarize="none", seed=0):
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
-    if binarize not in BINARIZATIONS:
-        raise ValueError(f"`binarize` must be one of {BINARIZATIONS}. Received: binarize={binarize!r}")
+    checks.check_one_of("binarize", binarize, BINARIZATIONS)
     if name == "digits":
         if data_dir is not None:
             raise ValueError("The digits dataset ships with scikit-learn; it takes no data_dir")
@@ -184,8 +185,7 @@ def make_dataset(x, batch_size, shuffle=False, binarize=False, seed=None, drop_r
     binarization); with a `seed`, shuffling and binarization repeat exactly between runs
     while still changing from epoch to epoch.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
+    batch_size = checks.check_positive_int("batch_size", batch_size)
     x = np.asarray(x, np.float32)
     ds = tf.data.Dataset.from_tensor_slices(x if labels is None else (x, np.asarray(labels, np.int64)))
     if shuffle:

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_vae import bounds
+from keras_vae import bounds, checks
 
 tfd = tfp.distributions
 
@@ -80,8 +80,7 @@ def posterior_collapse_report(model, x, batch_size=500, kl_threshold=COLLAPSE_KL
 
 def _posterior_moments(model, x, batch_size):
     """(means, standard deviations) of the posterior's marginals q(z_d|x), each `[N, latent_dim]`."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
+    batch_size = checks.check_positive_int("batch_size", batch_size)
     means, stddevs = [], []
     for i in range(0, len(x), batch_size):
         q = model.encode(x[i : i + batch_size])
@@ -103,10 +102,10 @@ def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_si
     `iwae_bound_k`, `test_nll` (positive), `bits_per_dim`, `active_units`,
     `num_examples`, `iw_samples`.
     """
-    for name, value in (("iw_samples", iw_samples), ("bound_samples", bound_samples), ("batch_size", batch_size),
-                        ("chunk_size", chunk_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    iw_samples = checks.check_positive_int("iw_samples", iw_samples)
+    bound_samples = checks.check_positive_int("bound_samples", bound_samples)
+    batch_size = checks.check_positive_int("batch_size", batch_size)
+    chunk_size = checks.check_positive_int("chunk_size", chunk_size)
     model.check_data(x)
 
     @tf.function

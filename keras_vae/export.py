@@ -47,6 +47,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_vae import checks
+
 DEFAULT_SIGNATURE = "reconstruct"
 SIGNATURES = ("encode", "decode", "reconstruct", "sample", "score")
 MAX_SAMPLES = 10_000  # cap on `sample`'s num_samples
@@ -80,13 +82,11 @@ def export_saved_model(model, export_dir, model_name, version=None, score_sample
     """
     if not model_name or not isinstance(model_name, str) or os.sep in model_name or model_name.startswith("."):
         raise ValueError(f"`model_name` must be a plain folder name. Received: model_name={model_name!r}")
-    if not isinstance(score_samples, int) or score_samples < 1:
-        raise ValueError(f"`score_samples` must be a positive integer. Received: score_samples={score_samples!r}")
+    score_samples = checks.check_positive_int("score_samples", score_samples)
     base = os.path.join(export_dir, model_name)
     existing = versions(base)
     version = (existing[-1] + 1 if existing else 1) if version is None else version
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError(f"`version` must be a positive integer. Received: version={version!r}")
+    version = checks.check_positive_int("version", version)
     target = os.path.join(base, str(version))
     if os.path.exists(target):
         raise FileExistsError(f"{target} already exists; SavedModel versions are never overwritten")

@@ -9,25 +9,21 @@ x --encoder--> params --posterior--> q(z|x) --sample--> z --decoder--> params --
 
 `train_step` maximises the ELBO (or the IWAE bound L_k) computed by `keras_vae.bounds`;
 `fit` and `evaluate` report per-example `loss`, `elbo`, `reconstruction` and `kl` in nats.
+How the steps run fast (XLA, many steps per call) lives in `keras_vae.execution`; the
+builders `mlp_vae` and `conv_vae` in `keras_vae.builders`.
 """
 
 import inspect
-import itertools
 import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import bounds, distributions, networks
+from keras_vae import bounds, checks, execution, posteriors, priors
 
 _TERMS = ("elbo", "reconstruction", "kl")
-STEPS_PER_EXECUTION = 100  # `compile`'s default: fit ran 0.52x as fast at 1, 0.90x at 20
-# (python -m benchmarks.run --cases=train_mlp_b100 --steps_per_execution=N, 2 CPU cores)
-MAX_FUSED_BYTES = 64 * 2**20  # batches stacked for one fused train call, at most
-_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Conv1DTranspose,
-                 keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
-                 keras.layers.SeparableConv2D)
+_NOT_FOR_A_VAE = ("loss", "loss_weights", "metrics", "weighted_metrics")
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -48,7 +44,9 @@ class VAE(keras.Model):
         num_samples: z samples per example in each training and evaluation step.
         objective: `"elbo"` (average over samples) or `"iwae"` (Burda et al.'s L_k).
         analytic_kl: closed-form KL where TFP registers one, else a Monte Carlo estimate.
-        seed: integer seed for the z samples drawn in `train_step` and `test_step`.
+        seed: integer seed of the z noise drawn in `train_step`, `test_step` and by the
+            methods given `seed=None`. None draws it from Keras' global seed, so
+            `keras.utils.set_random_seed` fixes it too.
         num_classes: C for a conditional VAE, q(z|x, y) and p(x|z, y) with labels y in
             [0, C): the encoder takes [x, one_hot(y)], the decoder [z, one_hot(y)]; `fit`
             takes (x, y), and `sample` a class. None: unconditional.
@@ -57,9 +55,15 @@ class VAE(keras.Model):
             KL_d averaged over the batch. `elbo` and `kl` are still reported exactly.
             Needs the ELBO objective, a diagonal posterior and the standard normal prior.
 
+    `fit`, `evaluate`, `predict`, `train_on_batch`, `test_on_batch` and `predict_on_batch`
+    work as in Keras. Batches may carry sample weights (`fit(x, sample_weight=w)`, or
+    `(x, y, w)` from a dataset): the loss is then -Σ_i w_i objective_i / B (Keras' "sum over
+    batch size") and `elbo`, `reconstruction` and `kl` are weighted means.
+
     Example:
 
     ```python
+    keras.utils.set_random_seed(0)          # weights, shuffling and z noise: a reproducible run
     model = keras_vae.mlp_vae(input_shape=(8, 8, 1), latent_dim=2, hidden_units=(64,))
     model.compile(optimizer="adam")
     model.fit(x_train, epochs=10, validation_data=(x_val,))
@@ -69,12 +73,9 @@ class VAE(keras.Model):
 
     def __init__(self, encoder, decoder, posterior, likelihood, prior=None, beta=1.0, num_samples=1,
                  objective="elbo", analytic_kl=True, seed=None, free_bits=0.0, num_classes=None, **kwargs):
-        if not beta >= 0:
-            raise ValueError(f"`beta` must be >= 0. Received: beta={beta!r}")
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"`num_samples` must be a positive integer. Received: num_samples={num_samples!r}")
-        if objective not in bounds.OBJECTIVES:
-            raise ValueError(f"`objective` must be one of {bounds.OBJECTIVES}. Received: objective={objective!r}")
+        beta = checks.check_non_negative("beta", beta)
+        num_samples = checks.check_positive_int("num_samples", num_samples)
+        checks.check_one_of("objective", objective, bounds.OBJECTIVES)
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
             raise ValueError(f"`num_classes` must be an integer >= 2 or None. Received: num_classes={num_classes!r}")
         networks_inputs = (len(encoder.inputs), len(decoder.inputs))
@@ -83,24 +84,23 @@ class VAE(keras.Model):
                 "A conditional VAE needs an encoder taking [x, y] and a decoder taking [z, y], an unconditional one "
                 f"single-input networks; num_classes={num_classes!r} but the encoder and decoder take "
                 f"{networks_inputs[0]} and {networks_inputs[1]} inputs")
-        if not free_bits >= 0:
-            raise ValueError(f"`free_bits` must be >= 0. Received: free_bits={free_bits!r}")
-        if free_bits and (objective != "elbo" or getattr(posterior, "covariance", None) != "diagonal"
-                          or not isinstance(prior, (type(None), distributions.StandardNormalPrior))):
-            raise ValueError("`free_bits` needs objective='elbo', a diagonal GaussianPosterior and the standard "
-                             f"normal prior. Received: objective={objective!r}, posterior={posterior!r}, prior={prior!r}")
+        free_bits = checks.check_non_negative("free_bits", free_bits)
+        prior_name = "standard_normal" if isinstance(prior, (type(None), priors.StandardNormalPrior)) else type(
+            prior).__name__
+        checks.raise_if(checks.free_bits_problem(free_bits, objective, getattr(posterior, "covariance", None),
+                                                 prior_name))
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.posterior = posterior
         self.likelihood = likelihood
-        self.prior = prior if prior is not None else distributions.StandardNormalPrior(posterior.latent_dim)
-        self.beta = float(beta)
+        self.prior = prior if prior is not None else priors.StandardNormalPrior(posterior.latent_dim)
+        self.beta = beta
         self.num_samples = num_samples
         self.objective = objective
         self.analytic_kl = bool(analytic_kl)
         self.seed = seed
-        self.free_bits = float(free_bits)
+        self.free_bits = free_bits
         self.num_classes = num_classes
         self._seed_generator = keras.random.SeedGenerator(seed)
         # The KL weight in use: beta, or less during a KL warm-up (see `KLWarmup`).
@@ -174,10 +174,11 @@ class VAE(keras.Model):
         """`num` draws from the model: z ~ p(z), then the mean of p(x|z) (or a draw if not `mean`).
 
         A conditional model draws from p(x|z, y) for `labels`: one class for all, or one per draw.
-        Returns x, or `(x, z)` with `return_latents`. The same seed gives the same draws.
+        Returns x, or `(x, z)` with `return_latents`. An integer seed gives the same draws
+        every time; None the model's next seed (see `seed` in the class docstring).
         """
         z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(self._seed(seed), 2))
-        z = distributions.sample(self.prior_distribution(), num, seed=z_seed)
+        z = posteriors.sample(self.prior_distribution(), num, seed=z_seed)
         if self.num_classes and labels is not None:
             labels = tf.broadcast_to(tf.cast(labels, tf.int32), [num])
         likelihood = self.decode(z, labels)
@@ -199,9 +200,9 @@ class VAE(keras.Model):
             free_bits=self.free_bits if (objective or self.objective) == "elbo" else 0.0,
         )
 
-    def importance_sampled(self, x, num_samples, chunk_size=None, seed=0, y=None):
+    def importance_sampled(self, x, num_samples, chunk_size=None, seed=None, y=None):
         """Per-example L_k, ELBO and reconstruction from k samples (`bounds.importance_sampled`);
-        for a conditional model, of log p(x|y) given labels `y`."""
+        for a conditional model, of log p(x|y) given labels `y`. `seed` as in `sample`."""
         x = tf.cast(self._check_shape(x), tf.float32)
         y = self._one_hot(y) if self.num_classes else None
         return self._importance_sampled(x, y, num_samples, chunk_size, self._seed(seed))
@@ -212,118 +213,98 @@ class VAE(keras.Model):
         return bounds.importance_sampled(x, self.encode(x, y), self.prior_distribution(), lambda z: self.decode(z, y),
                                          num_samples, seed=seed, chunk_size=chunk_size)
 
-    def iwae_bound(self, x, num_samples, chunk_size=None, seed=0, y=None):
-        """L_k per example, drawn `chunk_size` samples at a time; large k estimates log p(x)."""
+    def iwae_bound(self, x, num_samples, chunk_size=None, seed=None, y=None):
+        """L_k per example, drawn `chunk_size` samples at a time; large k estimates log p(x).
+        `seed` as in `sample`: pass an integer for the same number on every call."""
         return self.importance_sampled(x, num_samples, chunk_size, seed, y)["iwae_bound"]
 
     # ------------------------------------------------------------------ training
-    def compile(self, optimizer="adam", *args, jit_compile="auto", steps_per_execution="auto", **kwargs):
-        """Keras `compile`, with defaults measured fastest for VAEs (`python -m benchmarks.run`).
+    def compile(self, optimizer="adam", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
+                run_eagerly=False, steps_per_execution=None, jit_compile=None, auto_scale_loss=True):
+        """Keras `compile`, with the VAE's own defaults for the two speed settings.
 
-        `jit_compile="auto"`: XLA, except for networks with convolutions on a CPU (oneDNN's
-        convolutions beat XLA's there), under a distribution strategy or with op
-        determinism on. `steps_per_execution="auto"`: `STEPS_PER_EXECUTION` train steps per
-        call (1 under a distribution strategy), so Python runs once per hundred batches;
-        callbacks' batch hooks run then too.
+        The VAE trains on its own objective (`objective`, `beta`), so `loss`, `loss_weights`,
+        `metrics` and `weighted_metrics` must be None. `jit_compile` and
+        `steps_per_execution` keep Keras' meaning when given; None (the default) lets
+        `keras_vae.execution.compile_defaults` pick them for this model on this machine:
+        XLA for dense networks and `STEPS_PER_EXECUTION` steps per call, measured fastest
+        (`python -m benchmarks.run`). The `.keras` file stores what was asked, so a model
+        reloaded elsewhere picks again.
         """
-        if jit_compile == "auto":
-            jit_compile = self._auto_jit_compile()
-        if steps_per_execution == "auto":  # Keras' multi-step loop fails under tf.distribute (TF 2.21)
-            steps_per_execution = 1 if self._distributed() else STEPS_PER_EXECUTION
-        super().compile(optimizer, *args, jit_compile=jit_compile, steps_per_execution=steps_per_execution, **kwargs)
+        given = {name: value for name, value in zip(_NOT_FOR_A_VAE, (loss, loss_weights, metrics, weighted_metrics))
+                 if value is not None}
+        if given:
+            raise ValueError(f"A VAE trains on its own objective and reports elbo, reconstruction and kl; compile "
+                             f"takes no {', '.join(f'`{name}`' for name in given)} (set `beta`, `objective` or "
+                             f"`num_samples` on the model instead). Received: {given!r}")
+        resolved_jit, resolved_steps = execution.compile_defaults(self, jit_compile, steps_per_execution, run_eagerly)
+        super().compile(optimizer, run_eagerly=run_eagerly, steps_per_execution=resolved_steps,
+                        jit_compile=resolved_jit, auto_scale_loss=auto_scale_loss)
+        self._requested = {"steps_per_execution": steps_per_execution, "jit_compile": jit_compile}
 
-    def _distributed(self):
-        """True under a tf.distribute strategy (in its scope, or built in one)."""
-        return tf.distribute.has_strategy() or getattr(self, "_distribute_strategy", None) is not None
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None:  # what the user asked for, not what this machine resolved it to
+            config.update(getattr(self, "_requested", {}))
+        return config
 
     def compile_from_config(self, config):
         """Compile as saved in a `.keras` file (Keras skips this for models that override `compile`)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
         self.optimizer.build(self.trainable_variables)
 
-    def _auto_jit_compile(self):
-        from tensorflow.python.framework.config import is_op_determinism_enabled  # as Keras checks it
-
-        if self._distributed() or is_op_determinism_enabled():
-            return False
-        return not self._convolutional() or bool(tf.config.list_logical_devices("GPU"))
-
-    def _convolutional(self):
-        """True if the encoder or decoder has a convolution layer."""
-        layers = [layer for network in (self.encoder, self.decoder) for layer in network._flatten_layers()]
-        return any(isinstance(layer, _CONVOLUTIONS) for layer in layers)
-
     def make_train_function(self, force=False):
-        """Keras' train function; under XLA with one device and dense networks, one that runs
-        each call's `steps_per_execution` train steps in a single compiled loop.
+        """Keras' train function, or, with several steps per call on one device,
+        `execution.MultiStepFunction` (fused into one XLA loop for dense networks)."""
+        return self._step_function("train", self.train_step, force)
 
-        Keras calls an XLA cluster per step from a graph loop, and each call copies every
-        variable in and out (about 1 ms a step for the MLP VAE on a CPU, a third of the step).
-        Here the call's batches are read first, then trained on in a loop inside one XLA
-        computation, `MAX_FUSED_BYTES` of batches at a time; the steps and their results are
-        the same (`train_step` on each batch, in order). Convolutional networks keep Keras'
-        loop: inside an XLA loop their step ran 8x slower on a CPU (`python -m benchmarks.run
-        --cases=train_conv_b128 --jit_compile=true --steps_per_execution=20`), and no GPU was
-        at hand to show otherwise.
-        """
-        if self.train_function is not None and not force:
-            return self.train_function
-        if (not self.jit_compile or self.run_eagerly or self.steps_per_execution == 1 or self._distributed()
-                or self._convolutional()):
-            return super().make_train_function(force)
+    def make_test_function(self, force=False):
+        return self._step_function("test", self.test_step, force)
 
-        def fused_steps(batches):
-            stacked = tf.nest.map_structure(lambda *parts: tf.stack(parts), *batches)
-
-            def body(i, logs):
-                return i + 1, self.train_step(tf.nest.map_structure(lambda s: s[i], stacked))
-
-            logs = self.train_step(batches[0])
-            return tf.while_loop(lambda i, logs: i < len(batches), body, (tf.constant(1), logs))[1]
-
-        fused_steps = tf.function(fused_steps, jit_compile=True, autograph=False)
-
-        def train_function(iterator):
-            batches = list(itertools.islice(iterator, self.steps_per_execution))
-            if not batches:
-                raise StopIteration
-            logs = None
-            for group in _equal_shape_groups(batches, MAX_FUSED_BYTES):
-                logs = fused_steps(group)
-            return logs
-
-        self.train_function = train_function
-        return train_function
+    def _step_function(self, mode, step, force):
+        attribute = f"{mode}_function"
+        if getattr(self, attribute) is not None and not force:
+            return getattr(self, attribute)
+        if self.steps_per_execution == 1 or execution.is_distributed(self):
+            getattr(super(), f"make_{mode}_function")(force)
+        else:
+            fuse = self.jit_compile is True and not execution.has_convolutions(self)
+            setattr(self, attribute, execution.MultiStepFunction(
+                step, self.steps_per_execution, jit_compile=self.jit_compile, run_eagerly=self.run_eagerly,
+                fuse=fuse))
+        return getattr(self, attribute)
 
     def train_step(self, data):
-        x, y = self._unpack(data)
+        x, y, weight = self._unpack(data)
         with tf.GradientTape() as tape:
             terms = self.compute_terms(x, y=y)
-            loss = self._loss(terms)
+            loss = self._loss(terms, weight)
             # Under tf.distribute each replica sees 1/N of the global batch and `apply` sums
             # the replicas' gradients, so dividing by N gives the gradient of the global mean.
             # A LossScaleOptimizer (mixed_float16) scales here and unscales in `apply`.
             scaled_loss = self.optimizer.scale_loss(loss / tf.distribute.get_strategy().num_replicas_in_sync)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_metrics(terms, loss)
+        return self._update_metrics(terms, loss, weight)
 
     def test_step(self, data):
-        x, y = self._unpack(data)
+        x, y, weight = self._unpack(data)
         terms = self.compute_terms(x, y=y)
-        return self._update_metrics(terms, self._loss(terms))
+        return self._update_metrics(terms, self._loss(terms, weight), weight)
 
-    def _loss(self, terms):
-        """Mean negative objective per example, plus any regularization losses of the networks."""
-        loss = -tf.reduce_mean(terms["objective"])
+    def _loss(self, terms, weight=None):
+        """Mean negative (weighted) objective per example, plus any regularization losses of the networks."""
+        objective = terms["objective"] if weight is None else terms["objective"] * tf.cast(weight, tf.float32)
+        loss = -tf.reduce_mean(objective)
         return loss + tf.add_n(self.losses) if self.losses else loss
 
-    def _update_metrics(self, terms, loss):
+    def _update_metrics(self, terms, loss, weight=None):
         batch_size = tf.cast(tf.shape(terms["elbo"])[0], tf.float32)
+        weight = None if weight is None else tf.cast(weight, tf.float32)
         self._trackers["loss"].update_state(loss, sample_weight=batch_size)
         for name, tracker in self._trackers.items():
             if name != "loss":
-                tracker.update_state(terms[name])
+                tracker.update_state(terms[name], sample_weight=weight)
         results = {name: tracker.result() for name, tracker in self._trackers.items()}
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             # Keras 3 averages step outputs across workers with reduce(..., axis=0), which
@@ -331,31 +312,85 @@ class VAE(keras.Model):
             results = {name: tf.reshape(value, [1]) for name, value in results.items()}
         return results
 
-    def fit(self, x=None, y=None, *args, **kwargs):
-        self.check_data(x, y)
-        validation_data = kwargs.get("validation_data")
+    # ------------------------------------------------------------------ Keras entry points
+    # Each checks array data first, and runs its callbacks through `execution.StepCallbacks`
+    # so batch hooks and the progress bar count the batches actually run.
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
+            steps_per_epoch=None, **kwargs):
+        if class_weight is not None:
+            raise ValueError("`class_weight` weighs the classes of a classifier's targets; a VAE's objective has "
+                             f"none. Pass per-example `sample_weight` instead. Received: class_weight={class_weight!r}")
+        self.check_data(x, y, sample_weight)
         if isinstance(validation_data, (tuple, list)):
-            self.check_data(*validation_data[:2])
+            self.check_data(*validation_data[:3])
         else:
             self.check_data(validation_data)
-        return super().fit(x, y, *args, **kwargs)
+        y = self._targets_for_weights(x, y, sample_weight)
+        callbacks = self._callbacks(callbacks, verbose, x, batch_size, steps_per_epoch, validation_split,
+                                    add_history=True, epochs=epochs)
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
+                           validation_split=validation_split, validation_data=validation_data, shuffle=shuffle, sample_weight=sample_weight,
+                           initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch, **kwargs)
 
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        self.check_data(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 callbacks=None, **kwargs):
+        self.check_data(x, y, sample_weight)
+        y = self._targets_for_weights(x, y, sample_weight)
+        callbacks = self._callbacks(callbacks, verbose, x, batch_size, steps, epochs=1)
+        return super().evaluate(x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
+                                steps=steps, callbacks=callbacks, **kwargs)
 
-    def predict(self, x, *args, **kwargs):
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         self.check_data(*(x if self.num_classes and isinstance(x, (tuple, list)) else (x,)))
-        return super().predict(x, *args, **kwargs)
+        callbacks = self._callbacks(callbacks, verbose, x, batch_size, steps, epochs=1)
+        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        if class_weight is not None:
+            raise ValueError("`class_weight` weighs the classes of a classifier's targets; a VAE's objective has "
+                             f"none. Pass per-example `sample_weight` instead. Received: class_weight={class_weight!r}")
+        self.check_data(x, y, sample_weight)
+        return super().train_on_batch(x, y, sample_weight=sample_weight, return_dict=return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        self.check_data(x, y, sample_weight)
+        return super().test_on_batch(x, y, sample_weight=sample_weight, return_dict=return_dict)
+
+    def predict_on_batch(self, x):
+        self.check_data(*(x if self.num_classes and isinstance(x, (tuple, list)) else (x,)))
+        return super().predict_on_batch(x)
+
+    def _targets_for_weights(self, x, y, sample_weight):
+        """Keras drops array sample weights given without targets y; an unconditional VAE
+        ignores y, so a placeholder carries the weights into the batches."""
+        if sample_weight is not None and y is None and not self.num_classes:
+            return np.zeros(len(x), np.int8)
+        return y
+
+    def _callbacks(self, callbacks, verbose, x, batch_size, steps, validation_split=0.0, add_history=False,
+                   epochs=1):
+        """`callbacks` as Keras would wrap them, in a `StepCallbacks` (a given CallbackList stays)."""
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            return callbacks
+        return execution.StepCallbacks(
+            callbacks, model=self, steps=execution.epoch_steps(x, batch_size, steps, validation_split),
+            add_history=add_history, add_progbar=verbose != 0, verbose=verbose, epochs=epochs)
 
     # ------------------------------------------------------------------ input checks
-    def check_data(self, x, y=None):
+    def check_data(self, x, y=None, sample_weight=None):
         """Raise ValueError unless array data x has the encoder's shape, a real number dtype,
-        finite values and values in the likelihood's support, and (conditional models) one
-        label in [0, num_classes) per example in y. Datasets and generators pass through
-        unchecked."""
+        finite values and values in the likelihood's support, (conditional models) one
+        label in [0, num_classes) per example in y, and one finite weight >= 0 per example
+        in `sample_weight`. Datasets and generators pass through unchecked."""
         if self.num_classes and isinstance(x, (np.ndarray, tf.Tensor, list)):
             self._check_labels(y, len(x))
+        if sample_weight is not None and isinstance(x, (np.ndarray, tf.Tensor, list)):
+            weight = np.asarray(sample_weight)
+            if weight.shape != (len(x),) or weight.dtype.kind not in "fiu" or not (
+                    np.all(np.isfinite(weight)) and np.all(weight >= 0)):
+                raise ValueError(f"Expected `sample_weight` of shape ({len(x)},): one finite weight >= 0 per "
+                                 f"example. Received shape {weight.shape}, dtype {weight.dtype}")
         if isinstance(x, (tf.Tensor, tf.Variable)):
             dtype = x.dtype
             if not (dtype.is_floating or dtype.is_integer) or dtype.is_complex:
@@ -398,9 +433,9 @@ class VAE(keras.Model):
         return x
 
     def _unpack(self, data):
-        """(x, y) of a batch; y (labels) only for a conditional model."""
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return x, (y if self.num_classes else None)
+        """(x, y, sample_weight) of a batch; y (labels) only for a conditional model."""
+        x, y, weight = keras.utils.unpack_x_y_sample_weight(data)
+        return x, (y if self.num_classes else None), weight
 
     def _seed(self, seed=None):
         """A stateless seed: the model's next one for None, [seed, 0] for an int, else as given."""
@@ -439,78 +474,3 @@ class VAE(keras.Model):
         for key in ("encoder", "decoder", "posterior", "likelihood", "prior"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
-
-
-def _equal_shape_groups(batches, max_bytes):
-    """Consecutive runs of `batches` with equal shapes, each at most `max_bytes` (but >= 1 batch)."""
-    def shapes(batch):
-        return tuple(tuple(t.shape) for t in tf.nest.flatten(batch))
-
-    group, size = [], 0
-    for batch in batches:
-        nbytes = sum(t.shape.num_elements() * t.dtype.size for t in tf.nest.flatten(batch))
-        if group and (shapes(batch) != shapes(group[0]) or size + nbytes > max_bytes):
-            yield group
-            group, size = [], 0
-        group.append(batch)
-        size += nbytes
-    if group:
-        yield group
-
-
-def mlp_vae(input_shape, latent_dim, hidden_units=(200, 200), likelihood="bernoulli", covariance="diagonal",
-            activation="relu", likelihood_scale=None, **kwargs):
-    """A `VAE` with MLP encoder and mirrored MLP decoder for data of shape `input_shape`.
-
-    Args:
-        input_shape: shape of one example, flat `(784,)` or an image `(28, 28, 1)`.
-        latent_dim: size of z.
-        hidden_units: encoder widths; the decoder uses them reversed.
-        likelihood: a name in `distributions.LIKELIHOODS`: `"bernoulli"` (data in [0, 1]),
-            `"gaussian"`, ...
-        covariance: posterior covariance, `"diagonal"` or `"full"`.
-        activation: hidden-layer activation (`"tanh"` as in Burda et al., `"relu"`, ...).
-        likelihood_scale: scale of a Gaussian or discretized logistic likelihood: a float or
-            `"learned"`; None for the family's default (1.0 and `"learned"`).
-        **kwargs: passed to `VAE` (`beta`, `num_samples`, `objective`, `prior`, `seed`,
-            `num_classes` for a conditional VAE, ...).
-    """
-    input_shape, c = tuple(int(d) for d in input_shape), kwargs.get("num_classes") or 0
-    return _assemble(
-        lambda size: networks.mlp_encoder(input_shape, hidden_units, size, activation=activation, condition_size=c),
-        networks.mlp_decoder(latent_dim, tuple(reversed(tuple(hidden_units))), input_shape, activation=activation,
-                             condition_size=c),
-        input_shape, latent_dim, likelihood, covariance, likelihood_scale, **kwargs)
-
-
-def conv_vae(input_shape, latent_dim, filters=(32, 64), hidden_units=(256,), likelihood="bernoulli",
-             covariance="diagonal", activation="relu", likelihood_scale=None, **kwargs):
-    """A `VAE` with a convolutional encoder and a mirrored transposed-convolution decoder.
-
-    For images `input_shape = (H, W, C)` with H and W divisible by 2^len(filters), e.g.
-    28x28x1 (MNIST) or 32x32x3 (CIFAR-10). `filters` are the encoder's stride-2 3x3
-    convolutions, `hidden_units` the Dense layers between them and z; the decoder mirrors
-    both. Other arguments as in `mlp_vae`.
-    """
-    input_shape, c = tuple(int(d) for d in input_shape), kwargs.get("num_classes") or 0
-    filters, hidden_units = tuple(filters), tuple(hidden_units)
-    return _assemble(
-        lambda size: networks.conv_encoder(input_shape, filters, size, hidden_units, activation=activation,
-                                           condition_size=c),
-        networks.conv_decoder(latent_dim, tuple(reversed(filters)), input_shape, tuple(reversed(hidden_units)),
-                              activation=activation, condition_size=c),
-        input_shape, latent_dim, likelihood, covariance, likelihood_scale, **kwargs)
-
-
-def _assemble(make_encoder, decoder, input_shape, latent_dim, likelihood, covariance, likelihood_scale, **kwargs):
-    """A `VAE` from an encoder factory (given the posterior's parameter count) and a decoder."""
-    posterior = distributions.GaussianPosterior(latent_dim, covariance=covariance)
-    scaled = likelihood in ("gaussian", "discretized_logistic")  # the families with a scale parameter
-    likelihood_kwargs = {"scale": likelihood_scale} if scaled and likelihood_scale is not None else {}
-    return VAE(
-        encoder=make_encoder(posterior.params_size(latent_dim, covariance)),
-        decoder=decoder,
-        posterior=posterior,
-        likelihood=distributions.make_likelihood(likelihood, input_shape, **likelihood_kwargs),
-        **kwargs,
-    )

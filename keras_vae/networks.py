@@ -6,19 +6,26 @@ Any Keras model with the same contract can replace them: an encoder maps a batch
 the posterior's parameters ([B, params_size]); a decoder maps a batch of z ([B, L]) to the
 likelihood's parameters, shaped like x ([B, ...event]). With `condition_size=C` (a
 conditional VAE) both take a second input, one-hot labels y [B, C], joined to the features
-right after flattening x and to z.
+right after flattening x and to z. An integer `seed` fixes the initial weights.
 """
 
 import math
 
 import keras
+import numpy as np
+
+from keras_vae import checks
 
 
-def _check_units(hidden_units):
-    units = tuple(hidden_units)
-    if not all(isinstance(u, int) and u > 0 for u in units):
-        raise ValueError(f"`hidden_units` must be positive integers. Received: hidden_units={hidden_units!r}")
-    return units
+def _kernel_initializers(seed):
+    """Glorot-uniform kernel initializers, Keras' default; with an integer `seed`, each seeded
+    from it in turn, so the same seed builds the same initial weights."""
+    sequence = None if seed is None else np.random.SeedSequence(seed)
+    while True:
+        if sequence is None:
+            yield "glorot_uniform"
+        else:
+            yield keras.initializers.GlorotUniform(seed=int(sequence.spawn(1)[0].generate_state(1)[0]))
 
 
 def _conditioned(inputs, h, condition_size):
@@ -29,7 +36,8 @@ def _conditioned(inputs, h, condition_size):
     return [inputs, y], keras.layers.Concatenate()([h, y])
 
 
-def mlp_encoder(input_shape, hidden_units, output_size, activation="relu", condition_size=0, name="encoder"):
+def mlp_encoder(input_shape, hidden_units, output_size, activation="relu", condition_size=0, seed=None,
+                name="encoder"):
     """x (any shape, flattened) -> Dense layers -> `output_size` posterior parameters.
 
     Example:
@@ -38,22 +46,27 @@ def mlp_encoder(input_shape, hidden_units, output_size, activation="relu", condi
     encoder = mlp_encoder((28, 28, 1), hidden_units=(200, 200), output_size=100)
     ```
     """
+    kernels = _kernel_initializers(seed)
     x = keras.Input(shape=tuple(input_shape), name="x")
     inputs, h = _conditioned(x, keras.layers.Flatten()(x), condition_size)
-    for i, units in enumerate(_check_units(hidden_units)):
-        h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
+    for i, units in enumerate(checks.check_positive_ints("hidden_units", hidden_units)):
+        h = keras.layers.Dense(units, activation=activation, kernel_initializer=next(kernels), name=f"hidden_{i}")(h)
     # Parameters of a distribution stay float32 under mixed precision.
-    outputs = keras.layers.Dense(output_size, dtype="float32", name="posterior_params")(h)
+    outputs = keras.layers.Dense(output_size, dtype="float32", kernel_initializer=next(kernels),
+                                 name="posterior_params")(h)
     return keras.Model(inputs, outputs, name=name)
 
 
-def mlp_decoder(latent_dim, hidden_units, output_shape, activation="relu", condition_size=0, name="decoder"):
+def mlp_decoder(latent_dim, hidden_units, output_shape, activation="relu", condition_size=0, seed=None,
+                name="decoder"):
     """z -> Dense layers -> likelihood parameters reshaped to `output_shape` (x's shape)."""
+    kernels = _kernel_initializers(seed)
     z = keras.Input(shape=(latent_dim,), name="z")
     inputs, h = _conditioned(z, z, condition_size)
-    for i, units in enumerate(_check_units(hidden_units)):
-        h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
-    h = keras.layers.Dense(math.prod(output_shape), dtype="float32", name="likelihood_params")(h)
+    for i, units in enumerate(checks.check_positive_ints("hidden_units", hidden_units)):
+        h = keras.layers.Dense(units, activation=activation, kernel_initializer=next(kernels), name=f"hidden_{i}")(h)
+    h = keras.layers.Dense(math.prod(output_shape), dtype="float32", kernel_initializer=next(kernels),
+                           name="likelihood_params")(h)
     outputs = keras.layers.Reshape(tuple(output_shape), dtype="float32")(h)
     return keras.Model(inputs, outputs, name=name)
 
@@ -70,7 +83,7 @@ def _check_image_shape(shape, num_layers):
     return shape
 
 
-def conv_encoder(input_shape, filters, output_size, hidden_units=(256,), activation="relu", condition_size=0,
+def conv_encoder(input_shape, filters, output_size, hidden_units=(256,), activation="relu", condition_size=0, seed=None,
                  name="encoder"):
     """Image x [H, W, C] -> stride-2 3x3 convolutions -> Dense layers -> `output_size` parameters.
 
@@ -82,35 +95,39 @@ def conv_encoder(input_shape, filters, output_size, hidden_units=(256,), activat
     encoder = conv_encoder((28, 28, 1), filters=(32, 64), output_size=32)   # 28 -> 14 -> 7
     ```
     """
-    filters = _check_units(filters)
+    kernels = _kernel_initializers(seed)
+    filters = checks.check_positive_ints("filters", filters)
     x = keras.Input(shape=_check_image_shape(input_shape, len(filters)), name="x")
     h = x
     for i, f in enumerate(filters):
-        h = keras.layers.Conv2D(f, 3, strides=2, padding="same", activation=activation, name=f"conv_{i}")(h)
+        h = keras.layers.Conv2D(f, 3, strides=2, padding="same", activation=activation,
+                                kernel_initializer=next(kernels), name=f"conv_{i}")(h)
     inputs, h = _conditioned(x, keras.layers.Flatten()(h), condition_size)
-    for i, units in enumerate(_check_units(hidden_units)):
-        h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
-    outputs = keras.layers.Dense(output_size, dtype="float32", name="posterior_params")(h)
+    for i, units in enumerate(checks.check_positive_ints("hidden_units", hidden_units)):
+        h = keras.layers.Dense(units, activation=activation, kernel_initializer=next(kernels), name=f"hidden_{i}")(h)
+    outputs = keras.layers.Dense(output_size, dtype="float32", kernel_initializer=next(kernels),
+                                 name="posterior_params")(h)
     return keras.Model(inputs, outputs, name=name)
 
 
-def conv_decoder(latent_dim, filters, output_shape, hidden_units=(256,), activation="relu", condition_size=0,
+def conv_decoder(latent_dim, filters, output_shape, hidden_units=(256,), activation="relu", condition_size=0, seed=None,
                  name="decoder"):
     """z -> Dense layers -> [H / 2^n, W / 2^n, filters[0]] -> stride-2 transposed convolutions
     -> likelihood parameters of shape `output_shape` [H, W, C] (n = len(filters))."""
-    filters = _check_units(filters)
+    kernels = _kernel_initializers(seed)
+    filters = checks.check_positive_ints("filters", filters)
     height, width, channels = _check_image_shape(output_shape, len(filters))
     factor = 2 ** len(filters)
     z = keras.Input(shape=(latent_dim,), name="z")
     inputs, h = _conditioned(z, z, condition_size)
-    for i, units in enumerate(_check_units(hidden_units)):
-        h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
+    for i, units in enumerate(checks.check_positive_ints("hidden_units", hidden_units)):
+        h = keras.layers.Dense(units, activation=activation, kernel_initializer=next(kernels), name=f"hidden_{i}")(h)
     h = keras.layers.Dense(height // factor * width // factor * filters[0], activation=activation,
-                           name="project")(h)
+                           kernel_initializer=next(kernels), name="project")(h)
     h = keras.layers.Reshape((height // factor, width // factor, filters[0]))(h)
     for i, f in enumerate(filters[1:]):
         h = keras.layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation=activation,
-                                         name=f"deconv_{i}")(h)
+                                         kernel_initializer=next(kernels), name=f"deconv_{i}")(h)
     outputs = keras.layers.Conv2DTranspose(channels, 3, strides=2, padding="same", dtype="float32",
-                                           name="likelihood_params")(h)
+                                           kernel_initializer=next(kernels), name="likelihood_params")(h)
     return keras.Model(inputs, outputs, name=name)

@@ -1,8 +1,10 @@
 """PNG figures: image grids of samples and reconstructions, the latent space, and learning curves.
 
-Every function writes one PNG (matplotlib's Agg backend, no display needed) and returns
-its path. Images may be given as `[N, H, W]`, `[N, H, W, 1]`, `[N, H, W, 3]` or flat
-`[N, D]` with D a square (gray) or three times a square (RGB); values are clipped to [0, 1].
+Every function writes one PNG and returns its path. Figures are drawn with matplotlib's
+object API (`matplotlib.figure.Figure`, no pyplot): no display is needed and importing or
+calling this module leaves matplotlib's backend and pyplot state alone. Images may be given
+as `[N, H, W]`, `[N, H, W, 1]`, `[N, H, W, 3]` or flat `[N, D]` with D a square (gray) or
+three times a square (RGB); values are clipped to [0, 1].
 """
 
 import json
@@ -10,13 +12,11 @@ import math
 import os
 
 import matplotlib
+import numpy as np
+import tensorflow_probability as tfp
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
-
-from keras_vae import evaluation  # noqa: E402
+from keras_vae import checks, evaluation
 
 MAX_TRAVERSAL_DIMS = 10
 
@@ -94,10 +94,8 @@ def manifold_latents(latent_dim, num=15):
 
     With `latent_dim=1` there is one row (`[num, 1]`).
     """
-    if not isinstance(latent_dim, int) or latent_dim < 1:
-        raise ValueError(f"`latent_dim` must be a positive integer. Received: latent_dim={latent_dim!r}")
-    if not isinstance(num, int) or num < 2:
-        raise ValueError(f"`num` must be an integer >= 2. Received: num={num!r}")
+    latent_dim = checks.check_positive_int("latent_dim", latent_dim)
+    num = checks.check_int_at_least("num", num, 2)
     quantiles = tfp.distributions.Normal(0.0, 1.0).quantile(np.linspace(0.05, 0.95, num, dtype=np.float32)).numpy()
     if latent_dim == 1:
         return quantiles[:, None]
@@ -155,10 +153,11 @@ def latent_scatter(model, x, labels, path, batch_size=500):
         points = u[:, :2] * s[:2]
         share = s**2 / max(float(np.sum(s**2)), 1e-12)
         axis_labels = tuple(f"PC{i + 1} of E[z|x] ({100 * share[i]:.0f}% of variance)" for i in range(2))
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
     classes = np.unique(labels)
     if np.issubdtype(labels.dtype, np.integer) and len(classes) <= 20:
-        colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        colours = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
         for i, label in enumerate(classes):
             chosen = labels == label
             ax.scatter(points[chosen, 0], points[chosen, 1], s=6, alpha=0.7, color=colours(i), label=str(label))
@@ -192,8 +191,7 @@ def latent_traversals(model, x, path, dims=None, num=9, span=3.0, index=0, batch
     E[z_d|x] varies most over x (the activity of `evaluation.active_units`), most active first.
     """
     latent_dim = model.latent_dim
-    if not isinstance(num, int) or num < 2:
-        raise ValueError(f"`num` must be an integer >= 2. Received: num={num!r}")
+    num = checks.check_int_at_least("num", num, 2)
     if not span > 0:
         raise ValueError(f"`span` must be positive. Received: span={span!r}")
     if not 0 <= index < len(x):
@@ -230,7 +228,8 @@ def learning_curves(history, path, terms=("elbo", "reconstruction", "kl")):
         raise ValueError(f"The history has none of the terms to plot. Received keys: {sorted(columns)}")
     length = max(len(values) for values in columns.values())
     epochs = columns["epoch"] + 1 if "epoch" in columns else np.arange(1, length + 1)
-    fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.5), squeeze=False)
+    fig = Figure(figsize=(4 * len(terms), 3.5))
+    axes = fig.subplots(1, len(terms), squeeze=False)
     for ax, term in zip(axes.flat, terms):
         for key in (term, f"val_{term}"):
             if key in columns:
@@ -259,7 +258,8 @@ def _floats(key, values):
 def _tiled_figure(tiled, columns):
     """A figure showing one tiled image, about an inch wide per grid column."""
     width = max(columns, 2)
-    fig, ax = plt.subplots(figsize=(width, width * tiled.shape[0] / tiled.shape[1]))
+    fig = Figure(figsize=(width, width * tiled.shape[0] / tiled.shape[1]))
+    ax = fig.subplots()
     ax.imshow(tiled, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     return fig, ax
 
@@ -267,8 +267,7 @@ def _tiled_figure(tiled, columns):
 def _save(fig, path, title=None):
     if title:
         fig.axes[0].set_title(title)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # a pyplot-free Figure: nothing to close
     return path
 
 

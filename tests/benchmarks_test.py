@@ -26,9 +26,22 @@ def test_cases_print_one_json_line_each_and_a_summary():
     assert {line["case"] for line in summaries} == {"serve_encode_b1", "serve_score_b256"}
 
 
-def test_bad_flags_are_one_line_errors():
-    unknown = _run("--cases=train_mlp_b7")
-    assert unknown.returncode != 0 and "--cases must be names from" in unknown.stderr
-    missing = _run("--cases=matmul_peak", "--peers", "--peers_python=/nonexistent/python")
-    assert missing.returncode != 0 and "--peers needs /nonexistent/python" in missing.stderr
-    assert missing.stdout == ""
+def _one_line_error(done):
+    """The single line a failed run printed (absl's help hint aside)."""
+    lines = [line for line in done.stderr.splitlines()
+             if line.strip() and line != "Pass --helpshort or --helpfull to see help on flags."]
+    assert done.returncode != 0 and done.stdout == ""
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_bad_flags_are_one_line_errors(tmp_path):
+    assert "--cases must be names from" in _one_line_error(_run("--cases=train_mlp_b7"))
+    # --reference_dir is given: its default, ../shared/bench, exists only in the usual layout.
+    missing_python = _run("--cases=matmul_peak", "--peers", f"--reference_dir={tmp_path}",
+                          "--peers_python=/nonexistent/python")
+    assert _one_line_error(missing_python) == ("benchmarks.run: error: --peers needs /nonexistent/python "
+                                               "(see --reference_dir, --peers_python)")
+    missing_both = _run("--cases=matmul_peak", "--peers", "--reference_dir=/nonexistent/bench",
+                        "--peers_python=/nonexistent/python")
+    assert "--peers needs /nonexistent/bench and /nonexistent/python" in _one_line_error(missing_both)

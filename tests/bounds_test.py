@@ -15,7 +15,7 @@ import tensorflow_probability as tfp
 from scipy import special, stats
 
 import keras
-from keras_vae import VAE, GaussianLikelihood, GaussianPosterior, bounds, distributions
+from keras_vae import VAE, GaussianLikelihood, GaussianPosterior, bounds, posteriors
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -259,7 +259,7 @@ def test_bounds_iwae_bound_matches_numpy_weights(truth):
     q, p = model.encode(truth.x), model.prior.distribution()
     k, base = 12, tfp.random.sanitize_seed(seed(21, 5))
     value = bounds.iwae_bound(tf.constant(truth.x), q, p, model.decode, k, seed=base, chunk_size=5).numpy()
-    z = np.stack([distributions.sample(q, seed=tf.random.experimental.stateless_fold_in(base, i)).numpy() for i in range(k)])
+    z = np.stack([posteriors.sample(q, seed=tf.random.experimental.stateless_fold_in(base, i)).numpy() for i in range(k)])
     z = z.astype(np.float64)
     log_w = (truth.log_px_given_z(truth.x, z) + stats.norm.logpdf(z).sum(-1)
              - truth.log_q(truth.x, z, SHIFT, TRIL_SCALE))
@@ -311,7 +311,7 @@ def test_prior_without_analytic_kl_falls_back_to_monte_carlo(truth):
     k = 500
     terms = bounds.bound_terms(tf.constant(truth.x), q, p, model.decode, num_samples=k, seed=seed(8),
                                analytic_kl=True)
-    z = distributions.sample(q, k, seed=seed(8)).numpy().astype(np.float64)
+    z = posteriors.sample(q, k, seed=seed(8)).numpy().astype(np.float64)
     log_q = truth.log_q(truth.x, z, SHIFT, TRIL_SCALE)
     log_p = stats.t.logpdf(z, df=4.0).sum(-1)
     np.testing.assert_allclose(terms["kl"].numpy(), (log_q - log_p).mean(0), rtol=1e-4, atol=1e-4)
@@ -350,7 +350,7 @@ def test_beta_in_iwae_objective_matches_numpy(truth, beta):
     k = 16
     terms = bounds.bound_terms(tf.constant(truth.x), q, p, model.decode, num_samples=k, seed=seed(13),
                                beta=beta, objective="iwae")
-    z = distributions.sample(q, k, seed=seed(13)).numpy().astype(np.float64)
+    z = posteriors.sample(q, k, seed=seed(13)).numpy().astype(np.float64)
     log_lik = truth.log_px_given_z(truth.x, z)
     log_ratio = stats.norm.logpdf(z).sum(-1) - truth.log_q(truth.x, z, SHIFT, TRIL_SCALE)
     lme = lambda a: special.logsumexp(a, axis=0) - np.log(k)  # noqa: E731

@@ -129,7 +129,13 @@ def test_latent_manifold_decodes_the_grid(tmp_path, monkeypatch, input_shape, la
     calls = decode_spy(monkeypatch, model)
     pixels = read_png(plots.latent_manifold(model, tmp_path / "manifold.png", num=6))
     assert len(calls) == 1
-    np.testing.assert_allclose(calls[0], plots.manifold_latents(latent_dim, 6))  # 36 images
+    # 36 images: row r, column c decodes z = (q_c, q_{5-r}, 0, ...), q the N(0, 1) quantiles at 0.05 ... 0.95.
+    from scipy.stats import norm
+
+    quantiles = norm.ppf(np.linspace(0.05, 0.95, 6))
+    expected = np.zeros((6, 6, latent_dim))
+    expected[..., 0], expected[..., 1] = quantiles[None, :], quantiles[::-1, None]
+    np.testing.assert_allclose(calls[0], expected.reshape(36, latent_dim), atol=1e-5)
     height, width = pixels.shape[:2]
     assert 500 < width < 800 and 0.8 < height / width < 1.3  # 6 x 6 square images, about 100 px each
 
@@ -198,7 +204,11 @@ def test_latent_traversals_shape(tmp_path, monkeypatch, digits):
     pixels = read_png(plots.latent_traversals(model, x, tmp_path / "default.png", num=7, index=3))
     means = model.encode(x).mean().numpy()
     most_active = np.argsort(-means.var(axis=0))[:10]  # default: top 10 of 12 by activity
-    np.testing.assert_allclose(calls[-1], plots.traversal_latents(means[3], most_active, 7, 3.0), atol=1e-5)
+    # Row i: 7 copies of E[z|x_3], dim most_active[i] moved over -3 ... 3 (the default span) around its value.
+    expected = np.tile(means[3], (10, 7, 1))
+    for row, dim in enumerate(most_active):
+        expected[row, :, dim] += np.linspace(-3.0, 3.0, 7)
+    np.testing.assert_allclose(calls[-1], expected.reshape(70, 12), atol=1e-5)
     assert pixels.shape[0] > pixels.shape[1]  # 10 rows of 7
 
     pixels = read_png(plots.latent_traversals(model, x, tmp_path / "chosen.png", dims=[4, 1], num=9, span=1.0))

@@ -1,0 +1,268 @@
+"""How a `VAE` runs its steps fast without bending Keras' contract.
+
+Three pieces, each used by `keras_vae.VAE` and usable with any Keras model:
+
+- `compile_defaults`: what `jit_compile=None` and `steps_per_execution=None` (the VAE's own
+  defaults, never Keras' tokens) resolve to for a model on this machine. The resolution
+  happens at each `compile`, so a `.keras` file saved on one machine keeps the user's
+  request, not the values chosen for it.
+- `MultiStepFunction`: a train or test function that runs up to `steps_per_execution`
+  steps per call on batches pulled from Keras' iterator, and records how many it ran.
+  With XLA on dense networks it runs a call's steps in one compiled loop
+  (`fused_steps`): Keras calls one XLA cluster per step from a graph loop, copying every
+  variable in and out each time, which costs a small VAE about a third of its step.
+- `StepCallbacks`: a `keras.callbacks.CallbackList` whose batch hooks receive the index of
+  the last batch actually run. Keras passes `begin + steps_per_execution - 1` whatever the
+  epoch's length, so a 19-batch epoch run 100 steps at a time would show `100/19` and a
+  negative ETA.
+"""
+
+import itertools
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+STEPS_PER_EXECUTION = 100  # the VAE's default; measured in docs/RESULTS.md ("Speed")
+MAX_FUSED_BYTES = 64 * 2**20  # batches stacked for one fused call, at most
+_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Conv1DTranspose,
+                 keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
+                 keras.layers.SeparableConv2D)
+
+
+# ---------------------------------------------------------------------- compile defaults
+def compile_defaults(model, jit_compile=None, steps_per_execution=None, run_eagerly=False):
+    """(jit_compile, steps_per_execution) to pass to `keras.Model.compile`.
+
+    Values the user gave pass through unchanged, with Keras' meaning. None picks:
+
+    - `jit_compile`: True (XLA) for dense networks; Keras' own `"auto"` for networks with
+      convolutions (XLA's convolutions are slower than oneDNN's on a CPU, and Keras' "auto"
+      turns XLA on only where there is an accelerator); False when running eagerly, under a
+      distribution strategy or with TensorFlow op determinism on (as Keras' "auto" does).
+    - `steps_per_execution`: `STEPS_PER_EXECUTION`, or 1 under a distribution strategy
+      (Keras' multi-step loop does not run under `tf.distribute` in TF 2.21).
+    """
+    if jit_compile is None:
+        if run_eagerly or is_distributed(model) or op_determinism_enabled():
+            jit_compile = False
+        else:
+            jit_compile = "auto" if has_convolutions(model) else True
+    if steps_per_execution is None:
+        steps_per_execution = 1 if is_distributed(model) else STEPS_PER_EXECUTION
+    return jit_compile, steps_per_execution
+
+
+def is_distributed(model):
+    """True under a `tf.distribute` strategy: in its scope, or for a model built in one."""
+    return tf.distribute.has_strategy() or model.distribute_strategy is not tf.distribute.get_strategy()
+
+
+def op_determinism_enabled():
+    """Whether `tf.config.experimental.enable_op_determinism()` is in force.
+
+    TensorFlow has no public getter; Keras reads the same private function for its
+    "auto" XLA choice. `tests/execution_test.py` fails if the name moves.
+    """
+    from tensorflow.python.framework import config  # private: see the docstring
+
+    return config.is_op_determinism_enabled()
+
+
+def layers_of(model):
+    """Every layer of `model`, nested models' layers included (public `Model.layers` only)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from layers_of(layer)
+
+
+def has_convolutions(model):
+    """True if `model` (or a network it holds as `encoder`/`decoder`) has a convolution layer."""
+    networks = [getattr(model, name) for name in ("encoder", "decoder") if hasattr(model, name)] or [model]
+    return any(isinstance(layer, _CONVOLUTIONS) for network in networks for layer in layers_of(network))
+
+
+# ---------------------------------------------------------------------- step functions
+class MultiStepFunction:
+    """A Keras train or test function: `step` on each of up to `steps_per_execution` batches.
+
+    Keras calls it with an iterator (`fit`, `evaluate`) or a one-batch generator
+    (`train_on_batch`, `test_on_batch`); it pulls the batches, runs `step` on each in
+    order and returns the last step's logs, and raises `StopIteration` when the iterator
+    is empty. `last_steps` is the number of batches the last call ran.
+
+    With `fuse=True` (XLA only) runs of equal-shaped batches, `MAX_FUSED_BYTES` at a
+    time, go through one compiled `tf.while_loop`; otherwise each step is one compiled
+    call. Either way each batch gets exactly one `step`, in order. `max_steps`, when set
+    (by `StepCallbacks`, from the steps left in the epoch), caps the next call only, so
+    `fit(steps_per_epoch=N)` runs exactly N steps.
+    """
+
+    def __init__(self, step, steps_per_execution, jit_compile=False, run_eagerly=False, fuse=False):
+        self.steps_per_execution = int(steps_per_execution)
+        self.last_steps = 0
+        self.max_steps = None
+        self._fused = None
+        if run_eagerly:
+            self._one = step
+        else:
+            self._one = tf.function(step, jit_compile=bool(jit_compile), reduce_retracing=True)
+            if fuse:
+                self._fused = tf.function(_fused_loop(step), jit_compile=True, autograph=False)
+
+    def __call__(self, iterator):
+        count = self.steps_per_execution if self.max_steps is None else max(1, min(self.max_steps,
+                                                                                    self.steps_per_execution))
+        self.max_steps = None
+        batches = [_as_tensors(batch) for batch in itertools.islice(iterator, count)]
+        if not batches:
+            raise StopIteration
+        self.last_steps = len(batches)
+        logs = None
+        if self._fused is not None:
+            for group in equal_shape_groups(batches, MAX_FUSED_BYTES):
+                logs = self._fused(group) if len(group) > 1 else self._one(group[0])
+        else:
+            for batch in batches:
+                logs = self._one(batch)
+        return logs
+
+
+def _fused_loop(step):
+    def fused_steps(batches):
+        stacked = tf.nest.map_structure(lambda *parts: None if parts[0] is None else tf.stack(parts), *batches)
+
+        def body(i, logs):
+            return i + 1, step(tf.nest.map_structure(lambda s: None if s is None else s[i], stacked))
+
+        logs = step(batches[0])
+        return tf.while_loop(lambda i, logs: i < len(batches), body, (tf.constant(1), logs))[1]
+
+    return fused_steps
+
+
+def _as_tensors(batch):
+    """A batch's arrays as tensors (None parts, e.g. absent labels or weights, stay None)."""
+    return tf.nest.map_structure(lambda t: None if t is None else tf.convert_to_tensor(t), batch)
+
+
+def equal_shape_groups(batches, max_bytes):
+    """Consecutive runs of `batches` (nests of tensors) with equal shapes, each at most
+    `max_bytes` (but at least one batch): the ragged last batch of an epoch gets its own."""
+    def leaves(batch):
+        return [t for t in tf.nest.flatten(batch) if t is not None]
+
+    def shapes(batch):
+        return tuple(tuple(t.shape) for t in leaves(batch))
+
+    group, size = [], 0
+    for batch in batches:
+        nbytes = sum(t.shape.num_elements() * t.dtype.size for t in leaves(batch))
+        if group and (shapes(batch) != shapes(group[0]) or size + nbytes > max_bytes):
+            yield group
+            group, size = [], 0
+        group.append(batch)
+        size += nbytes
+    if group:
+        yield group
+
+
+# ---------------------------------------------------------------------- callbacks
+class StepCallbacks(keras.callbacks.CallbackList):
+    """`CallbackList` whose batch hooks get the 0-based index of the last batch actually run.
+
+    Keras calls the batch hooks once per execution with `begin + steps_per_execution - 1`.
+    Here the index counts the batches run so far in the epoch (or evaluation, or
+    prediction): from the function's `last_steps` where it records one, else Keras' index
+    capped at the known number of steps. Before each call of a function with `max_steps`
+    it sets the steps left, when known, so no call runs past the end of the epoch.
+    """
+
+    def __init__(self, callbacks, model, steps, **params):
+        self._seen = {"train": 0, "test": 0, "predict": 0}
+        self._fitting = False
+        super().__init__(callbacks, model=model, steps=steps, **params)
+
+    def _limit(self, mode):
+        """Cap the next call of the model's `mode` function at the steps left, when known."""
+        steps = self.params.get("steps")
+        function = getattr(self.model, f"{mode}_function", None)
+        if steps and hasattr(function, "max_steps") and (mode == "train" or not self._fitting):
+            function.max_steps = steps - self._seen[mode]
+
+    def _index(self, mode, batch):
+        function = getattr(self.model, f"{mode}_function", None)
+        ran = getattr(function, "last_steps", None)
+        if ran is None:
+            steps = self.params.get("steps")
+            self._seen[mode] = batch + 1 if not steps else min(batch + 1, steps)
+        else:
+            self._seen[mode] += ran
+        return self._seen[mode] - 1
+
+    def on_train_begin(self, logs=None):
+        self._fitting = True  # validation's steps are not `params["steps"]`
+        super().on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        self._fitting = False
+        super().on_train_end(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._seen["train"] = 0
+        super().on_epoch_begin(epoch, logs)
+
+    def on_test_begin(self, logs=None):
+        self._seen["test"] = 0
+        super().on_test_begin(logs)
+
+    def on_predict_begin(self, logs=None):
+        self._seen["predict"] = 0
+        super().on_predict_begin(logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(self._index("train", batch), logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(self._index("test", batch), logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        super().on_predict_batch_end(self._index("predict", batch), logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._limit("train")
+        super().on_train_batch_begin(self._seen["train"], logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._limit("test")
+        super().on_test_batch_begin(self._seen["test"], logs)
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        super().on_predict_batch_begin(self._seen["predict"], logs)
+
+
+def epoch_steps(x, batch_size=None, steps=None, validation_split=0.0):
+    """Batches in one pass over `x` as Keras' data adapters count them; None if unknown.
+
+    `steps` (Keras' `steps_per_epoch` or `steps`) wins. A `tf.data.Dataset` gives its
+    cardinality, a `keras.utils.PyDataset` its `num_batches`, arrays (NumPy, tensors, or
+    nests of them) ceil(n / batch_size) with Keras' default batch size 32, after
+    `validation_split` keeps the first floor(n (1 - split)) examples.
+    """
+    if steps:
+        return int(steps)
+    if isinstance(x, tf.data.Dataset):
+        cardinality = int(x.cardinality())
+        return cardinality if cardinality >= 0 else None
+    if isinstance(x, keras.utils.PyDataset):
+        return x.num_batches
+    leaves = tf.nest.flatten(x) if isinstance(x, (tuple, list, dict)) else [x]
+    if not leaves or not all(isinstance(leaf, (np.ndarray, tf.Tensor)) or hasattr(leaf, "__array__")
+                             for leaf in leaves):
+        return None
+    count = len(leaves[0])
+    if validation_split:
+        count = int(math.floor(count * (1.0 - validation_split)))
+    return math.ceil(count / (batch_size or 32))
