@@ -68,7 +68,7 @@ def free_bits_problem(free_bits, objective, covariance, prior):
     `prior` is the prior's name (`"standard_normal"`, ...)."""
     if free_bits and (objective, covariance, prior) != ("elbo", "diagonal", "standard_normal"):
         return (f"free bits need the ELBO objective, a diagonal posterior and the standard normal prior; received "
-                f"objective={objective!r}, covariance={covariance!r}, prior={prior!r}")
+                f"free_bits={free_bits!r}, objective={objective!r}, covariance={covariance!r}, prior={prior!r}")
     return None
 
 

@@ -191,7 +191,7 @@ def test_bad_input_errors(x, message):
 
 
 def test_constructor_errors():
-    with pytest.raises(ValueError, match="`beta` must be >= 0"):
+    with pytest.raises(ValueError, match="`beta` must be a number >= 0"):
         _model(beta=-1.0)
     with pytest.raises(ValueError, match="`num_samples` must be a positive integer"):
         _model(num_samples=0)
