@@ -10,9 +10,17 @@ import math
 import numbers
 
 
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_positive_int(name, value):
     """`value` as an int >= 1 (bools are not integers here)."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+    if not (_is_int(value) and value >= 1):
         raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
     return int(value)
 
@@ -20,28 +28,28 @@ def check_positive_int(name, value):
 def check_positive_ints(name, values):
     """`values` as a tuple of ints >= 1."""
     values = tuple(values)
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in values):
+    if not all(_is_int(v) and v >= 1 for v in values):
         raise ValueError(f"`{name}` must be positive integers. Received: {name}={values!r}")
     return tuple(int(v) for v in values)
 
 
-def check_non_negative(name, value):
-    """`value` as a float >= 0 (finite)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
-        raise ValueError(f"`{name}` must be a number >= 0. Received: {name}={value!r}")
-    return float(value)
-
-
 def check_int_at_least(name, value, minimum):
     """`value` as an int >= `minimum` (bools are not integers here)."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+    if not (_is_int(value) and value >= minimum):
         raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
     return int(value)
 
 
+def check_non_negative(name, value):
+    """`value` as a float >= 0 (finite)."""
+    if not (_is_real(value) and 0 <= value < math.inf):
+        raise ValueError(f"`{name}` must be a number >= 0. Received: {name}={value!r}")
+    return float(value)
+
+
 def check_in_range(name, value, low, high):
     """`value` as a float in [low, high)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value < high:
+    if not (_is_real(value) and low <= value < high):
         raise ValueError(f"`{name}` must be a number in [{low}, {high}). Received: {name}={value!r}")
     return float(value)
 
@@ -50,7 +58,7 @@ def check_scale(name, value):
     """`value` as `"learned"` (a trained scale) or a positive finite float (a fixed one)."""
     if isinstance(value, str) and value == "learned":
         return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+    if not (_is_real(value) and 0 < value < math.inf):
         raise ValueError(f'`{name}` must be a positive number or "learned". Received: {name}={value!r}')
     return float(value)
 

@@ -113,8 +113,7 @@ class MultiStepFunction:
                 self._fused = tf.function(_fused_loop(step), jit_compile=True, autograph=False)
 
     def __call__(self, iterator):
-        count = self.steps_per_execution if self.max_steps is None else max(1, min(self.max_steps,
-                                                                                    self.steps_per_execution))
+        count = min(self.steps_per_execution, max(1, self.max_steps or self.steps_per_execution))
         self.max_steps = None
         batches = [_as_tensors(batch) for batch in itertools.islice(iterator, count)]
         if not batches:

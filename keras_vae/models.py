@@ -76,8 +76,8 @@ class VAE(keras.Model):
         beta = checks.check_non_negative("beta", beta)
         num_samples = checks.check_positive_int("num_samples", num_samples)
         checks.check_one_of("objective", objective, bounds.OBJECTIVES)
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
-            raise ValueError(f"`num_classes` must be an integer >= 2 or None. Received: num_classes={num_classes!r}")
+        if num_classes is not None:
+            num_classes = checks.check_int_at_least("num_classes", num_classes, 2)
         networks_inputs = (len(encoder.inputs), len(decoder.inputs))
         if networks_inputs != ((2, 2) if num_classes else (1, 1)):
             raise ValueError(
@@ -318,9 +318,7 @@ class VAE(keras.Model):
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
             steps_per_epoch=None, **kwargs):
-        if class_weight is not None:
-            raise ValueError("`class_weight` weighs the classes of a classifier's targets; a VAE's objective has "
-                             f"none. Pass per-example `sample_weight` instead. Received: class_weight={class_weight!r}")
+        _refuse_class_weight(class_weight)
         self.check_data(x, y, sample_weight)
         if isinstance(validation_data, (tuple, list)):
             self.check_data(*validation_data[:3])
@@ -330,8 +328,9 @@ class VAE(keras.Model):
         callbacks = self._callbacks(callbacks, verbose, x, batch_size, steps_per_epoch, validation_split,
                                     add_history=True, epochs=epochs)
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
-                           validation_split=validation_split, validation_data=validation_data, shuffle=shuffle, sample_weight=sample_weight,
-                           initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch, **kwargs)
+                           validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
+                           sample_weight=sample_weight, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                           **kwargs)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, **kwargs):
@@ -347,9 +346,7 @@ class VAE(keras.Model):
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
-        if class_weight is not None:
-            raise ValueError("`class_weight` weighs the classes of a classifier's targets; a VAE's objective has "
-                             f"none. Pass per-example `sample_weight` instead. Received: class_weight={class_weight!r}")
+        _refuse_class_weight(class_weight)
         self.check_data(x, y, sample_weight)
         return super().train_on_batch(x, y, sample_weight=sample_weight, return_dict=return_dict)
 
@@ -474,3 +471,9 @@ class VAE(keras.Model):
         for key in ("encoder", "decoder", "posterior", "likelihood", "prior"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _refuse_class_weight(class_weight):
+    if class_weight is not None:
+        raise ValueError("`class_weight` weighs the classes of a classifier's targets; a VAE's objective has none. "
+                         f"Pass per-example `sample_weight` instead. Received: class_weight={class_weight!r}")
