@@ -9,9 +9,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import flags, logging  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
-from keras_vae import data  # noqa: E402
+from keras_vae import data, runs  # noqa: E402
 
 MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "Run folder: apps.train writes model.keras, flags.cfg, history.csv, logs and backup/ there; "
@@ -30,6 +30,21 @@ SEED = flags.DEFINE_integer("seed", 0, "Seed for initialisation, shuffling, bina
 @flags.multi_flags_validator(["dataset", "data_dir"], "--data_dir applies to mnist, fashion_mnist and cifar10, not digits")
 def _data_dir(values):
     return values["data_dir"] is None or values["dataset"] != "digits"
+
+
+def run(main, app_name):
+    """`app.run(main)`, with a bad command line reported as one line, `<app_name>: error: <why>`,
+    and exit status 1 (absl's own parser prints two lines and a hint)."""
+    def parse(argv):
+        try:
+            argv = flags.FLAGS(argv)
+        except flags.Error as error:
+            sys.exit(f"{app_name}: error: {'; '.join(str(error).splitlines())}")
+        if len(argv) > 1:
+            sys.exit(f"{app_name}: error: unexpected arguments: {' '.join(argv[1:])} (flags take --name=value)")
+        return argv
+
+    app.run(main, flags_parser=parse)
 
 
 def quiet_logs():
@@ -58,8 +73,7 @@ def write_flagfile(path, module):
     """Write the flags `module` defines and uses, as a flagfile that reproduces the run."""
     key_flags = flags.FLAGS.get_key_flags_for_module(module)
     lines = sorted(f.serialize() for f in key_flags if f.value is not None)
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    runs.write_text(path, "\n".join(lines) + "\n", kill_name="flagfile")
 
 
 def run_flags(model_dir):
@@ -99,4 +113,8 @@ def load_model(model_dir, flag="model_dir"):
     path = os.path.join(model_dir, "model.keras")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No model at {path}: --{flag} must be a folder written by apps.train")
-    return keras.saving.load_model(path)
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # a damaged zip or config fails in many ways, none of them the user's code
+        why = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path} is damaged or not a Keras model written by apps.train ({why[:200]})") from error

@@ -11,11 +11,11 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from apps import common  # first: quiets TensorFlow's C++ logging before it loads
 import keras_vae  # noqa: F401  (registers the serializable classes)
-from keras_vae import evaluation
+from keras_vae import evaluation, runs
 
 flags.adopt_module_key_flags(common)
 
@@ -32,8 +32,7 @@ _DATASET_FLAGS = ("dataset", "data_dir", "validation_size", "binarize", "seed")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # common.run rejects positional arguments
     common.quiet_logs()
     with common.one_line_errors("evaluate"):
         model = common.load_model(common.MODEL_DIR.value)
@@ -42,18 +41,17 @@ def main(argv):
         results = evaluation.report(model, x, iw_samples=_IW_SAMPLES.value, bound_samples=_BOUND_SAMPLES.value,
                                     batch_size=_BATCH_SIZE.value, chunk_size=_CHUNK_SIZE.value,
                                     seed=common.SEED.value, verbose=1 if sys.stdout.isatty() else 2)
+    # The report names its numbers test_*; they are the split's.
+    results = {(f"{_SPLIT.value}_{key[5:]}" if key.startswith("test_") else key): value for key, value in results.items()}
     results = {"model_dir": common.MODEL_DIR.value, "dataset": common.DATASET.value, "split": _SPLIT.value, **results}
     width = max(map(len, results))
     for key, value in results.items():
         print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
     if _OUTPUT_JSON.value:
         os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT_JSON.value)), exist_ok=True)
-        tmp = _OUTPUT_JSON.value + ".partial"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, _OUTPUT_JSON.value)
+        runs.write_text(_OUTPUT_JSON.value, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["model_dir"])
-    app.run(main)
+    common.run(main, "evaluate")

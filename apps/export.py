@@ -10,7 +10,7 @@ through `export()` below at the end of training. The signatures (`encode`, `deco
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from apps import common  # first: quiets TensorFlow's C++ logging before it loads
 import keras_vae
@@ -28,19 +28,25 @@ SCORE_SAMPLES = flags.DEFINE_integer(
     "Importance samples k behind the score signature's log_likelihood (fixed at export).", lower_bound=1)
 
 
-def export(model, model_dir):
-    """Export `model`, trained in `model_dir`, as the flags say; return the new version's path."""
+def model_name(model_dir):
+    """The model's name under --export_dir: --model_name, else the training run's, else vae_<dataset>."""
     trained = common.run_flags(model_dir)
-    dataset = trained.get("dataset", common.DATASET.value)
-    name = MODEL_NAME.value or trained.get("model_name") or f"vae_{dataset}"
+    return MODEL_NAME.value or trained.get("model_name") or f"vae_{trained.get('dataset', common.DATASET.value)}"
+
+
+def export(model, model_dir, run_id=None):
+    """Export `model`, trained in `model_dir`, as the flags say; return the new version's path.
+    `run_id` (apps.train's) goes into the metadata, so a rerun finds a version it wrote."""
+    dataset = common.run_flags(model_dir).get("dataset", common.DATASET.value)
     metadata = {"dataset": dataset, "training_metrics": common.final_metrics(model_dir)}
-    return keras_vae.export.export_saved_model(model, EXPORT_DIR.value, name, version=VERSION.value,
+    if run_id:
+        metadata["run_id"] = run_id
+    return keras_vae.export.export_saved_model(model, EXPORT_DIR.value, model_name(model_dir), version=VERSION.value,
                                                score_samples=SCORE_SAMPLES.value, metadata=metadata)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # common.run rejects positional arguments
     common.quiet_logs()
     with common.one_line_errors("export"):
         if not EXPORT_DIR.value:
@@ -54,4 +60,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["model_dir"])
-    app.run(main)
+    common.run(main, "export")

@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 
-from absl import app, flags
+from absl import flags
 
 from apps import common  # first: quiets TensorFlow's C++ logging before it loads
 import keras_vae  # noqa: F401  (registers the serializable classes)
@@ -55,8 +55,7 @@ def _first_missing(folder):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # common.run rejects positional arguments
     common.quiet_logs()
     model_dir, output_dir = common.MODEL_DIR.value, _OUTPUT_DIR.value
     with common.one_line_errors("sample"):
@@ -92,4 +91,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["model_dir", "output_dir"])
-    app.run(main)
+    common.run(main, "sample")

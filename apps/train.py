@@ -7,23 +7,28 @@ Writes `<model_dir>/model.keras` (every epoch and at the end), TensorBoard logs 
 `<model_dir>/logs` (scalars, and sample and reconstruction images), `<model_dir>/history.csv`,
 `<model_dir>/flags.cfg` (a flagfile that reproduces the run), the pictures and
 `collapse.json` of `keras_vae.plots.write_pictures` (as `apps.sample` does), and a
-SavedModel in `<export_dir>/<model_name>/<version>/` (through `apps.export`). An
-interrupted run resumes from `<model_dir>/backup` when started again with the same flags.
+SavedModel in `<export_dir>/<model_name>/<version>/` (through `apps.export`), every file
+atomically (`keras_vae.runs`). A run is a sequence of steps, trained (the final model.keras),
+exported, pictures, recorded in `<model_dir>/run.json`: started again with the same flags
+after a crash at any instant, it resumes training from `<model_dir>/backup` or does only the
+steps that are missing.
 """
 
 import functools
 import itertools
 import os
+import shutil
 import sys
+import uuid
 
-from absl import app, flags
+from absl import flags
 
 from apps import common  # first: quiets TensorFlow's C++ logging before it loads
 from apps import export as export_app
 import keras
 import keras_vae
 import tensorflow as tf
-from keras_vae import callbacks, checks, data, execution, likelihoods, plots, priors
+from keras_vae import callbacks, checks, data, execution, likelihoods, plots, priors, runs
 
 flags.adopt_module_key_flags(common)
 flags.adopt_module_key_flags(export_app)  # --export_dir, --model_name, --version, --score_samples
@@ -193,8 +198,7 @@ def init_from(model, model_dir):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # common.run rejects positional arguments
     common.quiet_logs()
     with common.one_line_errors("train"):
         splits = common.load_splits()
@@ -229,12 +233,67 @@ def main(argv):
             if _INIT_FROM.value:
                 init_from(model, _INIT_FROM.value)
         model.check_data(splits.train, splits.train_labels if num_classes else None)
-        if os.path.exists(os.path.join(model_dir, "model.keras")) and not os.path.isdir(
-                os.path.join(model_dir, "backup")):
-            raise FileExistsError(f"--model_dir={model_dir} holds a finished run; choose a new --model_dir")
-        os.makedirs(model_dir, exist_ok=True)
+        state = _preflight(model_dir)
         common.write_flagfile(os.path.join(model_dir, "flags.cfg"), sys.modules[__name__])
 
+    if not state.get("trained"):
+        _train(model, splits, strategy, model_dir, num_classes)
+        with common.one_line_errors("train"):
+            model_path = os.path.join(model_dir, "model.keras")
+            runs.save_model(model, model_path, kill_name="final_save")
+            state.update(trained=True, model_sha256=runs.sha256(model_path), kill_name="state_trained")
+            runs.kill_point("backup_cleanup")
+            shutil.rmtree(os.path.join(model_dir, "backup"), ignore_errors=True)
+        print(f"Saved {model_path}")
+    else:
+        model = _finished_model(model_dir, state)
+        shutil.rmtree(os.path.join(model_dir, "backup"), ignore_errors=True)  # if a kill kept it
+        print(f"Training in {model_dir} had finished; completing the run's missing steps")
+
+    with common.one_line_errors("train"):
+        _finish(model, splits, model_dir, state, is_chief, num_classes)
+
+
+def _preflight(model_dir):
+    """Check the run's folders before any training; return the run's state.
+
+    `--model_dir` must be a folder (made if missing) this process can write, and not a
+    finished run; `--export_dir`, when exporting, too. A run started before (with a
+    `run.json`) is resumed by the same command."""
+    for flag, folder in (("model_dir", model_dir), ("export_dir", export_app.EXPORT_DIR.value)):
+        if folder:
+            _check_writable_folder(flag, folder)
+    os.makedirs(model_dir, exist_ok=True)
+    state = runs.RunState(model_dir)
+    legacy = os.path.exists(os.path.join(model_dir, "model.keras")) and not os.path.isdir(
+        os.path.join(model_dir, "backup"))
+    if (not os.path.exists(state.path) and legacy) or _complete(state):
+        raise FileExistsError(f"--model_dir={model_dir} holds a finished run; choose a new --model_dir")
+    if not state.get("run_id"):
+        state.update(run_id=uuid.uuid4().hex)
+    runs.remove_stale_temporaries(model_dir)
+    return state
+
+
+def _check_writable_folder(flag, folder):
+    """A folder that exists and is writable, or can be made in the nearest existing parent;
+    made by the step that writes into it."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(f"--{flag}={folder}: {existing} is a file; it must name a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"--{flag}={folder}: {existing} is not writable")
+
+
+def _complete(state):
+    return bool(state.get("trained") and state.get("pictures")
+                and (state.get("exported") or not export_app.EXPORT_DIR.value))
+
+
+def _train(model, splits, strategy, model_dir, num_classes):
+    """`fit` from the run's newest good backup (or from scratch), as the flags say."""
     # --batch_size is per replica; the datasets carry global batches, which fit splits.
     batch, seed = _BATCH_SIZE.value * strategy.num_replicas_in_sync, common.SEED.value
     train_labels, validation_labels = (splits.train_labels, splits.validation_labels) if num_classes else (None, None)
@@ -245,40 +304,74 @@ def main(argv):
     # Samples and reconstructions in TensorBoard every --image_every epochs.
     images = [callbacks.ImageLogger(os.path.join(model_dir, "logs"), splits.test, every=_IMAGE_EVERY.value)
               ] if _IMAGE_EVERY.value and not num_classes else []
+    backup = runs.RunBackup(os.path.join(model_dir, "backup"), report=lambda line: print(f"train: {line}",
+                                                                                          file=sys.stderr))
+    with common.one_line_errors("train"), strategy.scope():
+        start = backup.restore(model)
+    if start >= _EPOCHS.value:
+        print(f"Resuming {model_dir}: all {_EPOCHS.value} epochs had finished before the run stopped; saving the "
+              "model from its backup")
+    elif start:
+        print(f"Resuming {model_dir} at epoch {start + 1}/{_EPOCHS.value} from its backup")
     try:
         model.fit(
             train,
             validation_data=validation,
             epochs=_EPOCHS.value,
+            initial_epoch=start,
             shuffle=False,  # the dataset shuffles itself, with the run's seed
             callbacks=callbacks.training_callbacks(
                 model_dir, epochs=_EPOCHS.value, learning_rate=_LEARNING_RATE.value,
                 lr_schedule=_LR_SCHEDULE.value, kl_warmup_epochs=_KL_WARMUP_EPOCHS.value,
-                kl_cycle_epochs=_KL_CYCLE_EPOCHS.value) + images,
+                kl_cycle_epochs=_KL_CYCLE_EPOCHS.value, backup=backup) + images,
             verbose=1 if sys.stdout.isatty() else 2,
         )
-    except callbacks.TrainingInterrupted as interrupted:
+    except runs.TrainingInterrupted as interrupted:
         print(f"train: {interrupted}; run the same command to resume", file=sys.stderr)
         sys.exit(128 + interrupted.signum)
     except callbacks.NonFiniteLossError as error:
         kept = ("the last good epoch is kept in " + os.path.join(model_dir, "backup")
-                if os.path.isdir(os.path.join(model_dir, "backup")) else "no epoch had finished")
+                if backup.generations() else "no epoch had finished")
         sys.exit(f"train: error: {error}; {kept}; nothing exported. Try a lower --learning_rate.")
 
+
+def _finished_model(model_dir, state):
+    """The run's final model.keras, checked against the SHA-256 recorded when it was saved."""
+    model_path = os.path.join(model_dir, "model.keras")
     with common.one_line_errors("train"):
-        model.save(os.path.join(model_dir, "model.keras"))
-        print(f"Saved {os.path.join(model_dir, 'model.keras')}")
-        if num_classes:
-            print("Conditional model: no pictures and no SavedModel (they do not take labels yet)")
-            return
+        if not os.path.isfile(model_path) or runs.sha256(model_path) != state.get("model_sha256"):
+            raise ValueError(f"{model_path} is missing or is not the model this run saved (its SHA-256 differs); "
+                             "choose a new --model_dir")
+        return common.load_model(model_dir)
+
+
+def _finish(model, splits, model_dir, state, is_chief, num_classes):
+    """The steps after training that are not done yet: the SavedModel, then the pictures."""
+    if num_classes:
+        print("Conditional model: no pictures and no SavedModel (they do not take labels yet)")
+        state.update(pictures=True, exported="not applicable")
+        return
+    if export_app.EXPORT_DIR.value and is_chief and not state.get("exported"):
+        path = _exported_by(state.get("run_id")) or export_app.export(model, model_dir, run_id=state.get("run_id"))
+        state.update(exported=path, kill_name="state_exported")
+        print(f"Exported SavedModel to {path}")
+    if not state.get("pictures"):
         _, report = plots.write_pictures(model, splits.test, model_dir, labels=splits.test_labels,
                                          history_rows=common.history_rows(model_dir), seed=common.SEED.value)
+        state.update(pictures=True)
         print(f"Wrote the pictures and collapse.json in {model_dir}: {report['summary']}")
-        if export_app.EXPORT_DIR.value and is_chief:
-            path = export_app.export(model, model_dir)
-            print(f"Exported SavedModel to {path}")
+
+
+def _exported_by(run_id):
+    """A version under --export_dir that this run exported before a crash kept it from noting so, if any."""
+    base = os.path.join(export_app.EXPORT_DIR.value, export_app.model_name(common.MODEL_DIR.value))
+    for version in keras_vae.export.versions(base):
+        info = runs.read_json(os.path.join(base, str(version), keras_vae.export.METADATA_FILE))
+        if info and info.get("run_id") == run_id:
+            return os.path.join(base, str(version))
+    return None
 
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("model_dir")
-    app.run(main)
+    common.run(main, "train")

@@ -3,13 +3,11 @@ set for a run."""
 
 import math
 import os
-import signal
-import threading
 
 import keras
 import tensorflow as tf
 
-from keras_vae import checks, plots
+from keras_vae import checks, plots, runs
 
 LR_SCHEDULES = ("constant", "burda", "burda_equal")
 
@@ -87,14 +85,6 @@ class NonFiniteLossError(ValueError):
     """Training stopped because the loss became NaN or infinite."""
 
 
-class TrainingInterrupted(Exception):
-    """Training stopped on SIGTERM or SIGINT after backing up its state; rerun to resume."""
-
-    def __init__(self, signum, message):
-        super().__init__(message)
-        self.signum = signum
-
-
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Raise `NonFiniteLossError`, naming the epoch and batch, as soon as the loss is NaN or inf.
 
@@ -121,71 +111,15 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             raise NonFiniteLossError(f"{name} became {float(value)} {where}")
 
 
-class PreemptibleBackup(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` that also backs up and stops when SIGTERM or SIGINT arrives.
-
-    Every epoch end writes the state (weights, optimizer, epoch) to `backup_dir`, keeping
-    the previous generation too, so a kill during a save falls back to it. After a signal
-    the current batch finishes, the state is written, and `fit` raises
-    `TrainingInterrupted`. Run again, `fit` resumes: an interrupted epoch restarts from
-    the weights saved mid-way. The backup is removed when training completes.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self, backup_dir):
-        super().__init__(backup_dir, double_checkpoint=True)
-        self._received = None
-        self._handlers = {}
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self._received = None
-        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            self._handlers = {s: signal.signal(s, self._receive) for s in self.SIGNALS}
-
-    def _receive(self, signum, frame):
-        self._received = signum
-
-    def on_epoch_begin(self, epoch, logs=None):
-        # A signal during the last epoch's end or validation stops here, after every
-        # callback has recorded that epoch and its backup was written.
-        if self._received is not None:
-            self._interrupt(f"after epoch {epoch}", save=False)
-        self._current_epoch = epoch  # also right after a restore, so a mid-epoch backup names this epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        super().on_train_batch_end(batch, logs)
-        if self._received is not None:
-            self._interrupt(f"in epoch {self._current_epoch + 1} after batch {batch + 1}", save=True)
-
-    def on_train_end(self, logs=None):
-        if self._received is not None:
-            self._interrupt("at the end of training", save=False)
-        self._restore_handlers()
-        super().on_train_end(logs)
-
-    def _interrupt(self, where, save):
-        if save:
-            self._save_model()
-        self._restore_handlers()
-        name = signal.Signals(self._received).name
-        raise TrainingInterrupted(self._received, f"stopped by {name} {where}; state saved in {self.backup_dir}")
-
-    def _restore_handlers(self):
-        for s, handler in self._handlers.items():
-            signal.signal(s, handler)
-        self._handlers = {}
-
-
 def training_callbacks(model_dir, epochs, learning_rate, lr_schedule="constant", kl_warmup_epochs=0,
-                       kl_cycle_epochs=0):
+                       kl_cycle_epochs=0, backup=None):
     """Callbacks for a resumable run writing into `model_dir`.
 
-    `model.keras` every epoch, TensorBoard logs in `logs/`, `history.csv`, and a backup
-    in `backup/` so that the same command resumes a run that was killed or stopped by
-    SIGTERM/SIGINT. A NaN or infinite loss raises `NonFiniteLossError` before anything
-    is saved for that epoch.
+    `model.keras` every epoch, TensorBoard logs in `logs/`, `history.csv` (all written
+    atomically, see `keras_vae.runs`), and `backup` (default a `runs.RunBackup` in
+    `backup/`; call its `restore` before `fit`) so that the same command resumes a run that
+    was killed or stopped by SIGTERM/SIGINT. A NaN or infinite loss raises
+    `NonFiniteLossError` before anything is saved for that epoch.
     """
     checks.check_one_of("lr_schedule", lr_schedule, LR_SCHEDULES)
     checks.raise_if(checks.kl_schedule_problem(kl_warmup_epochs, kl_cycle_epochs))
@@ -201,10 +135,12 @@ def training_callbacks(model_dir, epochs, learning_rate, lr_schedule="constant",
         callbacks.append(KLCyclical(kl_cycle_epochs))
     callbacks += [
         StopOnNonFiniteLoss(),  # before the savers, so a bad epoch is never saved
-        PreemptibleBackup(os.path.join(model_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "model.keras")),
+        # The epoch's row before its backup: a kill between them reruns the epoch, whose
+        # row is then rewritten, never a backup past a missing row.
+        runs.HistoryFile(os.path.join(model_dir, "history.csv")),
+        backup or runs.RunBackup(os.path.join(model_dir, "backup")),
+        runs.ModelFile(os.path.join(model_dir, "model.keras")),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
     ]
     return callbacks
 

@@ -21,7 +21,8 @@ same score; `sample` is likewise a function of its `seed`.
 
 Inputs are checked inside the graph, so a TF Serving client gets the message too: wrong
 rank or size, NaN or inf, values outside the likelihood's support (e.g. [0, 1] for a
-Bernoulli model), `num_samples` outside [1, MAX_SAMPLES] raise `InvalidArgumentError`
+Bernoulli model), `num_samples` outside [1, MAX_SAMPLES], a `score` batch over
+MAX_SCORE_BATCH raise `InvalidArgumentError`
 saying what was expected. For that the input signatures leave the rank open; the expected
 shapes are in `assets.extra/keras_vae.json`, along with the model config, dataset,
 training metrics and versions. `assets.extra/tf_serving_warmup_requests` holds one
@@ -47,11 +48,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_vae import checks
+from keras_vae import checks, runs
 
 DEFAULT_SIGNATURE = "reconstruct"
 SIGNATURES = ("encode", "decode", "reconstruct", "sample", "score")
 MAX_SAMPLES = 10_000  # cap on `sample`'s num_samples
+MAX_SCORE_BATCH = 1_000  # cap on `score`'s batch: each example costs score_samples decoder passes
 SCORE_SAMPLES = 100  # default k of `score`
 SCORE_CHUNK_SIZE = 250  # importance samples drawn at a time in `score`
 SCORE_SEED = 0
@@ -84,27 +86,60 @@ def export_saved_model(model, export_dir, model_name, version=None, score_sample
         raise ValueError(f"`model_name` must be a plain folder name. Received: model_name={model_name!r}")
     score_samples = checks.check_positive_int("score_samples", score_samples)
     base = os.path.join(export_dir, model_name)
-    existing = versions(base)
-    version = (existing[-1] + 1 if existing else 1) if version is None else version
-    version = checks.check_positive_int("version", version)
-    target = os.path.join(base, str(version))
-    if os.path.exists(target):
-        raise FileExistsError(f"{target} already exists; SavedModel versions are never overwritten")
+    if version is not None:
+        version = checks.check_positive_int("version", version)
+        if os.path.exists(os.path.join(base, str(version))):
+            raise FileExistsError(f"{os.path.join(base, str(version))} already exists; SavedModel versions are "
+                                  "never overwritten")
+    _remove_dead_stagings(base)
     # Not tempfile.mkdtemp: its 0700 folder would keep TF Serving running as another user out.
-    staging = os.path.join(base, f".{version}.partial-{uuid.uuid4().hex}")
+    staging = os.path.join(base, f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     os.makedirs(staging)
     try:
         build_archive(model, score_samples).write_out(staging, verbose=False)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
-        info = export_metadata(model, model_name, version, score_samples, metadata)
-        with open(os.path.join(staging, METADATA_FILE), "w") as f:
-            json.dump(info, f, indent=2, allow_nan=False)
-        write_warmup_requests(os.path.join(staging, WARMUP_FILE), model, model_name)
-        os.rename(staging, target)  # atomic; fails if another writer has filled `target` meanwhile
+        while True:  # the next free version, unless one was asked for
+            existing = versions(base)
+            number = version or (existing[-1] + 1 if existing else 1)
+            info = export_metadata(model, model_name, number, score_samples, metadata)
+            with open(os.path.join(staging, METADATA_FILE), "w") as f:
+                json.dump(info, f, indent=2, allow_nan=False)
+            write_warmup_requests(os.path.join(staging, WARMUP_FILE), model, model_name)
+            runs.kill_point("export")
+            target = os.path.join(base, str(number))
+            try:
+                os.rename(staging, target)  # atomic; fails if another writer has filled `target` meanwhile
+                return target
+            except OSError:
+                if not os.path.isdir(target):
+                    raise
+                if version is not None:
+                    raise FileExistsError(f"{target} already exists; SavedModel versions are never overwritten")
+                # Another export took this version a moment ago: take the next one.
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return target
+
+
+def _remove_dead_stagings(base):
+    """Delete the staging folders of exports whose process has died (a kill mid-export)."""
+    if not os.path.isdir(base):
+        return
+    for name in os.listdir(base):
+        ours = re.match(r"^\.partial-(\d+)-[0-9a-f]{8}$", name)
+        older = re.match(r"^\.\d+\.partial-", name)  # staging names before the pid was in them
+        if older or (ours and not _alive(int(ours.group(1)))):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def build_archive(model, score_samples=SCORE_SAMPLES):
@@ -136,7 +171,8 @@ def build_archive(model, score_samples=SCORE_SAMPLES):
         return _float32({"x_mean": x_mean, "z": z})
 
     def score(x):
-        terms = model.importance_sampled(checked_x(x), score_samples, SCORE_CHUNK_SIZE, seed=SCORE_SEED)
+        x = _checked(x, "x", event_shape, support, max_batch=MAX_SCORE_BATCH)
+        terms = model.importance_sampled(x, score_samples, SCORE_CHUNK_SIZE, seed=SCORE_SEED)
         return _float32({"elbo": terms["elbo"], "log_likelihood": terms["iwae_bound"]})
 
     x_spec = tf.TensorSpec(None, tf.float32, name="x")
@@ -214,7 +250,7 @@ def _support(model):
     return (low, high) if math.isfinite(low) or math.isfinite(high) else None
 
 
-def _checked(tensor, name, event_shape, support=None):
+def _checked(tensor, name, event_shape, support=None, max_batch=None):
     """`tensor` as [batch >= 1, *event_shape], checked by assertions that raise `InvalidArgumentError`.
 
     An op that fails on a malformed tensor could report its own, less helpful error before
@@ -232,6 +268,10 @@ def _checked(tensor, name, event_shape, support=None):
     length = tf.size(flat)
     flat = tf.pad(flat, [[0, tf.maximum(size, length + (-length) % size) - length]])
     tensor = tf.reshape(flat, [-1, *event_shape])
+    if max_batch is not None:
+        checks.append(tf.debugging.Assert(tf.shape(tensor)[0] <= max_batch, [
+            f"`{name}` may hold at most {max_batch} examples per request; received", tf.shape(tensor)[0]]))
+        tensor = tensor[:max_batch]
     checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(tensor)),
                                       [f"`{name}` must be finite; received NaN or inf"]))
     if support is not None:

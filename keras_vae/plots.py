@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow_probability as tfp
 from matplotlib.figure import Figure
 
-from keras_vae import checks, evaluation
+from keras_vae import checks, evaluation, runs
 
 MAX_TRAVERSAL_DIMS = 10
 
@@ -267,7 +267,8 @@ def _tiled_figure(tiled, columns):
 def _save(fig, path, title=None):
     if title:
         fig.axes[0].set_title(title)
-    fig.savefig(path, dpi=100, bbox_inches="tight")  # a pyplot-free Figure: nothing to close
+    with runs.atomic_path(path) as temporary:  # a reader sees the old picture or the new one
+        fig.savefig(temporary, dpi=100, bbox_inches="tight", format="png")  # a pyplot-free Figure: nothing to close
     return path
 
 
@@ -292,8 +293,7 @@ def write_pictures(model, x, folder, labels=None, history_rows=None, num_samples
         except ValueError as error:
             raise ValueError(f"history.csv of the run: {error}") from error
     report = evaluation.posterior_collapse_report(model, x)
-    with open(os.path.join(folder, "collapse.json"), "w") as f:
-        json.dump({**(about or {}), **report}, f, indent=2)
+    runs.write_text(os.path.join(folder, "collapse.json"), json.dumps({**(about or {}), **report}, indent=2))
     names = ("samples.png", "reconstructions.png", "latent_manifold.png", "latent_traversals.png",
              "latent_scatter.png", "learning_curves.png", "collapse.json")
     return sorted(name for name in names if os.path.exists(os.path.join(folder, name))), report

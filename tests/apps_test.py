@@ -31,8 +31,8 @@ _NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)
 _ABSL_HINT = "Pass --helpshort or --helpfull to see help on flags."
 
 
-def run_app(app, *args):
-    env = dict(os.environ)
+def run_app(app, *args, env=None):
+    env = {**os.environ, **(env or {})}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return subprocess.run([sys.executable, "-m", f"apps.{app}", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
@@ -120,7 +120,7 @@ def evaluated(trained, tmp_path_factory):
 def parse_flags(monkeypatch):
     """`parse(*args)` parses a command line in this process as `app.run` does before `main`: apps.train's
     flags (with the apps.common and apps.export ones it adopts), every validator included. A bad one raises
-    the `flags.Error` that `app.run` prints as one line, `FATAL Flags parsing error: <error>`. The flags
+    the `flags.Error` that `common.run` prints as one line, `train: error: <error>`. The flags
     and the working directory (flagfiles name paths relative to the repo) are restored afterwards.
 
     Only apps.train is imported into the test process: apps.evaluate and apps.sample define --batch_size
@@ -141,7 +141,7 @@ def assert_flags_error(parse, args, fragments):
     with pytest.raises(absl_flags.Error) as raised:
         parse(*args)
     assert "\n" not in str(raised.value), str(raised.value)
-    line = f"FATAL Flags parsing error: {raised.value}"
+    line = f"train: error: {raised.value}"
     for fragment in fragments:
         assert fragment in line, line
 
@@ -230,21 +230,21 @@ def test_rerun_exports_a_new_version_and_keeps_the_old(trained, rerun):
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--dataset=cifar"], ["Flags parsing error", "--dataset", "digits"]),
-    (["--epochs=-1"], ["Flags parsing error", "--epochs"]),
-    (["--hidden_units=a,b"], ["Flags parsing error", "--hidden_units", "positive integers"]),
-    (["--learning_rate=0"], ["Flags parsing error", "--learning_rate", "must be positive"]),
-    (["--objective=iwae", "--num_samples=1"], ["Flags parsing error", "num_samples > 1"]),
-    (["--likelihood_scale=-1"], ["Flags parsing error", "--likelihood_scale", "positive number"]),
-    (["--strategy=tpu"], ["Flags parsing error", "--strategy", "mirrored"]),
-    (["--no_such_flag=1"], ["Flags parsing error", "no_such_flag"]),
+    (["--dataset=cifar"], ["train: error:", "--dataset", "digits"]),
+    (["--epochs=-1"], ["train: error:", "--epochs"]),
+    (["--hidden_units=a,b"], ["train: error:", "--hidden_units", "positive integers"]),
+    (["--learning_rate=0"], ["train: error:", "--learning_rate", "must be positive"]),
+    (["--objective=iwae", "--num_samples=1"], ["train: error:", "num_samples > 1"]),
+    (["--likelihood_scale=-1"], ["train: error:", "--likelihood_scale", "positive number"]),
+    (["--strategy=tpu"], ["train: error:", "--strategy", "mirrored"]),
+    (["--no_such_flag=1"], ["train: error:", "no_such_flag"]),
     (["--free_bits=0.5", "--objective=iwae", "--num_samples=2"],
-     ["Flags parsing error", "free_bits=0.5", "free bits need the ELBO objective"]),
-    (["--kl_warmup_epochs=2", "--kl_cycle_epochs=2"], ["Flags parsing error", "one KL schedule"]),
-    (["--architecture=conv", "--filters=8,0"], ["Flags parsing error", "--filters"]),
-    (["--conditional", "--prior=vamp"], ["Flags parsing error", "--prior=vamp cannot be --conditional"]),
-    (["--likelihood=discretized_logistic", "--binarize=static"], ["Flags parsing error", "--binarize=none"]),
-    (["--prior=mixture", "--free_bits=0.5"], ["Flags parsing error", "the standard normal prior", "prior='mixture'"]),
+     ["train: error:", "free_bits=0.5", "free bits need the ELBO objective"]),
+    (["--kl_warmup_epochs=2", "--kl_cycle_epochs=2"], ["train: error:", "one KL schedule"]),
+    (["--architecture=conv", "--filters=8,0"], ["train: error:", "--filters"]),
+    (["--conditional", "--prior=vamp"], ["train: error:", "--prior=vamp cannot be --conditional"]),
+    (["--likelihood=discretized_logistic", "--binarize=static"], ["train: error:", "--binarize=none"]),
+    (["--prior=mixture", "--free_bits=0.5"], ["train: error:", "the standard normal prior", "prior='mixture'"]),
 ], ids=["dataset", "epochs", "hidden_units", "learning_rate", "iwae_samples", "likelihood_scale", "strategy",
         "unknown", "free_bits_iwae", "two_kl_schedules", "filters", "conditional_vamp", "intensity_binarized",
         "free_bits_mixture"])
@@ -258,7 +258,7 @@ def test_train_bad_flag_is_one_line_error_and_writes_nothing(tmp_path):
     result = run_app("train", *TINY, "--objective=iwae", "--num_samples=1", f"--model_dir={tmp_path / 'model'}",
                      f"--export_dir={tmp_path / 'export'}")
     line = assert_one_line_error(result, "num_samples > 1")
-    assert line.startswith("FATAL Flags parsing error:") and result.returncode == 1
+    assert line.startswith("train: error:") and result.returncode == 1
     assert sorted(os.listdir(tmp_path)) == []
 
 
@@ -267,8 +267,7 @@ def test_train_empty_data_dir(tmp_path):
     empty.mkdir()
     result = run_app("train", "--dataset=mnist", f"--data_dir={empty}", "--epochs=1",
                      f"--model_dir={tmp_path / 'model'}", f"--export_dir={tmp_path / 'export'}")
-    line = assert_one_line_error(result, "train: error:", f"--data_dir={empty}", "mnist")
-    assert "Flags parsing error" not in line
+    assert_one_line_error(result, "train: error:", f"--data_dir={empty}", "mnist")
     assert sorted(os.listdir(tmp_path)) == ["empty"]
     assert os.listdir(empty) == []
 
@@ -378,8 +377,8 @@ def test_export_app_bad_input_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--version=0"], ["Flags parsing error", "--version"]),
-    (["--score_samples=0"], ["Flags parsing error", "--score_samples"]),
+    (["--version=0"], ["train: error:", "--version"]),
+    (["--score_samples=0"], ["train: error:", "--score_samples"]),
 ], ids=["version", "score_samples"])
 def test_export_bad_flags(parse_flags, args, fragments):
     """apps.export's flags (apps.train adopts them, so the same definitions and validators)."""
@@ -431,3 +430,51 @@ def test_evaluate_missing_model_dir(tmp_path):
     assert_one_line_error(result, "evaluate: error:", str(missing))
     assert not output.exists()
     assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_evaluate_names_its_numbers_by_split(trained, tmp_path):
+    output = tmp_path / "v.json"
+    assert_ok(run_app("evaluate", f"--model_dir={trained.model_dir}", "--split=validation", "--iw_samples=5",
+                      "--bound_samples=2", "--num_examples=50", f"--output_json={output}"))
+    with open(output) as f:
+        results = json.load(f)
+    assert results["split"] == "validation" and not any(key.startswith("test_") for key in results)
+    assert {"validation_nll", "validation_elbo", "validation_iwae_bound"} <= set(results)
+
+
+# ------------------------------------------------------------------ every app: a damaged model.keras
+@pytest.mark.parametrize("app, args", [
+    ("evaluate", ["--iw_samples=5"]),
+    ("export", ["--export_dir={tmp}/export"]),
+    ("sample", ["--output_dir={tmp}/out"]),
+])
+@pytest.mark.parametrize("damage", ["truncated", "not_a_zip"])
+def test_apps_name_a_damaged_model_file_in_one_line(trained, tmp_path, app, args, damage):
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    original = (pathlib.Path(trained.model_dir) / "model.keras").read_bytes()
+    damaged = original[: len(original) // 2] if damage == "truncated" else b"not a keras file"
+    (model_dir / "model.keras").write_bytes(damaged)
+    result = run_app(app, f"--model_dir={model_dir}", *(arg.format(tmp=tmp_path) for arg in args))
+    assert_one_line_error(result, f"{app}: error:", str(model_dir / "model.keras"), "damaged")
+    assert sorted(os.listdir(tmp_path)) == ["run"]
+
+
+def test_concurrent_exports_take_the_next_versions(trained, tmp_path):
+    command = [sys.executable, "-m", "apps.export", f"--model_dir={trained.model_dir}",
+               f"--export_dir={tmp_path}", "--score_samples=3"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    both = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    for process in both:
+        _, stderr = process.communicate(timeout=900)
+        assert process.returncode == 0, stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "vae_digits")) == ["1", "2"]
+
+
+def test_train_model_dir_naming_a_file_is_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("mine")
+    result = run_app("train", *TINY, f"--model_dir={blocker}", f"--export_dir={tmp_path / 'export'}")
+    assert_one_line_error(result, "train: error:", "is a file")
+    assert blocker.read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["a_file"]

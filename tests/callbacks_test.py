@@ -2,7 +2,6 @@
 
 import csv
 import glob
-import json
 import os
 
 import keras
@@ -11,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vae
-from keras_vae import callbacks
+from keras_vae import callbacks, runs
 
 
 def test_burda_schedule_matches_the_paper_at_full_length():
@@ -39,25 +38,32 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
     x = keras_vae.data.load("digits").train[:256]
     model_dir = str(tmp_path)
 
+    starts = []
+
     def run(extra):
         keras.utils.set_random_seed(0)
         model = keras_vae.mlp_vae((8, 8, 1), 2, (16,), seed=0)
         model.compile(optimizer="adam")
-        cbs = callbacks.training_callbacks(model_dir, epochs=4, learning_rate=1e-3, lr_schedule="burda_equal")
-        model.fit(x, epochs=4, batch_size=64, verbose=0, callbacks=cbs + extra)
+        backup = runs.RunBackup(os.path.join(model_dir, "backup"))
+        starts.append(backup.restore(model))
+        cbs = callbacks.training_callbacks(model_dir, epochs=4, learning_rate=1e-3, lr_schedule="burda_equal",
+                                           backup=backup)
+        model.fit(x, epochs=4, batch_size=64, verbose=0, callbacks=cbs + extra, initial_epoch=starts[-1])
         return model
 
     with pytest.raises(KeyboardInterrupt):
         run([_Interrupt()])
     assert os.path.isdir(os.path.join(model_dir, "backup"))
     run([])
+    assert starts == [0, 2]  # the interruption came after epoch 1's end and its backup
     with open(os.path.join(model_dir, "history.csv")) as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]  # epochs 2 and 3 ran after the restart
     # Burda's 8 rates 1e-3 * 10^(-i/7) in equal stages over 4 epochs: stages 0, 2, 4, 6 start the epochs.
     np.testing.assert_allclose([float(r["learning_rate"]) for r in rows], 1e-3 * 10 ** (-np.array([0, 2, 4, 6]) / 7),
                                rtol=1e-6)
-    assert not os.path.exists(os.path.join(model_dir, "backup"))  # removed once training completes
+    # The backup now holds the finished state (apps.train deletes it once model.keras is saved).
+    assert runs.RunBackup(os.path.join(model_dir, "backup")).latest_record()["epoch"] == 4
 
 
 def test_unknown_schedule():
@@ -89,8 +95,7 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path):
     # The checkpoint and the backup are those of epoch 2, the last good one; both finite.
     saved = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
     assert all(np.all(np.isfinite(w)) for w in saved.get_weights())
-    with open(os.path.join(model_dir, "backup", "training_metadata.json")) as f:
-        assert json.load(f)["epoch"] == 2
+    assert runs.RunBackup(os.path.join(model_dir, "backup")).latest_record()["epoch"] == 2
     with open(os.path.join(model_dir, "history.csv")) as f:
         assert [row.split(",")[0] for row in f.read().split()[1:]] == ["0", "1"]
 

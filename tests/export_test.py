@@ -246,6 +246,7 @@ _BAD_INPUTS = {
     "vector_samples": ("sample", {"num_samples": np.int32([2, 3]), "seed": np.int32(1)}, "`num_samples` must be a scalar"),
     "vector_seed": ("sample", {"num_samples": np.int32(2), "seed": np.int32([1, 2])}, "`seed` must be a scalar"),
     "dtype": ("encode", {"x": np.zeros((1, 8, 8, 1), np.float64)}, "expected to be a float tensor"),
+    "score_batch": ("score", {"x": np.zeros((1001, 8, 8, 1), np.float32)}, "at most 1000 examples per request"),
 }
 
 
@@ -475,3 +476,12 @@ def test_export_killed_midway_leaves_no_visible_version(tmp_path, model):
     path = export.export_saved_model(model, str(base), "m")
     assert path == str(base / "m" / "1")
     assert export.versions(str(base / "m")) == [1]
+
+
+def test_a_killed_exports_staging_folder_goes_and_a_live_ones_stays(tmp_path, model):
+    base = tmp_path / "export" / "m"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name in (f".partial-{dead.stdout.strip()}-0123abcd", ".3.partial-0a1b2c", f".partial-{os.getpid()}-89abcdef"):
+        (base / name).mkdir(parents=True)
+    export.export_saved_model(model, str(tmp_path / "export"), "m")
+    assert sorted(os.listdir(base)) == [f".partial-{os.getpid()}-89abcdef", "1"]

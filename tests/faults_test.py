@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_vae import runs
 from apps_test import ROOT, TINY, assert_ok, assert_one_line_error, message_lines, read_history, run_app
 from helpers import tree_digest
 
@@ -99,8 +100,7 @@ def test_sigterm_saves_then_resumes(tmp_path):
     assert process.returncode == 128 + signal.SIGTERM
     lines = message_lines(stderr)
     assert len(lines) == 1 and "stopped by SIGTERM" in lines[0] and "resume" in lines[0], stderr
-    with open(os.path.join(model_dir, "backup", "training_metadata.json")) as f:
-        saved_epoch = json.load(f)["epoch"]
+    saved_epoch = runs.RunBackup(os.path.join(model_dir, "backup")).latest_record()["epoch"]
     assert saved_epoch >= 2
     assert not os.path.exists(export_dir)
 

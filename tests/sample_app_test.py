@@ -81,14 +81,14 @@ def test_sample_unwritable_output_dir(sampled, tmp_path):
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--output_dir={tmp}/out", "--num_samples=0"], ["Flags parsing error", "--num_samples"]),
-    (["--output_dir= "], ["Flags parsing error", "--output_dir", "must name a folder"]),
-    ([], ["Flags parsing error", "--output_dir"]),
+    (["--output_dir={tmp}/out", "--num_samples=0"], ["sample: error:", "--num_samples"]),
+    (["--output_dir= "], ["sample: error:", "--output_dir", "must name a folder"]),
+    ([], ["sample: error:", "--output_dir"]),
 ], ids=["num_samples", "empty_output_dir", "no_output_dir"])
 def test_sample_bad_flags(tmp_path, args, fragments):
     result = run_app("sample", f"--model_dir={tmp_path / 'run'}", *(arg.format(tmp=tmp_path) for arg in args))
     line = assert_one_line_error(result, *fragments)
-    assert line.startswith("FATAL Flags parsing error:")
+    assert line.startswith("sample: error:")
     assert sorted(os.listdir(tmp_path)) == []
 
 
