@@ -108,6 +108,22 @@ class BernoulliLikelihood(keras.layers.Layer):
         return {**super().get_config(), "event_shape": self.event_shape}
 
 
+def _add_scale_weight(layer, initial):
+    """For `layer.scale == "learned"`: the weight `raw_scale` (one per event entry), with
+    softplus(raw_scale) + min_scale == `initial` at the start. A fixed scale has none."""
+    if layer.scale == "learned":
+        layer.raw_scale = layer.add_weight(
+            name="raw_scale", shape=layer.event_shape,
+            initializer=keras.initializers.Constant(math.log(math.expm1(initial - layer.min_scale))))
+
+
+def _scale_value(layer):
+    """The scale in use: softplus(raw_scale) + min_scale if learned, else the fixed value."""
+    if layer.scale == "learned":
+        return tf.nn.softplus(tf.cast(layer.raw_scale, tf.float32)) + layer.min_scale
+    return tf.constant(layer.scale, tf.float32)
+
+
 @keras.saving.register_keras_serializable(package="keras_vae")
 class GaussianLikelihood(keras.layers.Layer):
     """Independent Gaussian p(x|z) with mean from the decoder, shaped like x.
@@ -134,18 +150,10 @@ class GaussianLikelihood(keras.layers.Layer):
         self.event_shape = tuple(int(d) for d in event_shape)
         self.scale = scale
         self.min_scale = min_scale
-        if self.scale == "learned":
-            # softplus(raw) + min_scale == 1: a learned scale starts at sigma = 1.
-            self.raw_scale = self.add_weight(
-                name="raw_scale",
-                shape=self.event_shape,
-                initializer=keras.initializers.Constant(math.log(math.expm1(1.0 - self.min_scale))),
-            )
+        _add_scale_weight(self, initial=1.0)  # a learned scale starts at sigma = 1
 
     def stddev(self):
-        if self.scale == "learned":
-            return tf.nn.softplus(tf.cast(self.raw_scale, tf.float32)) + self.min_scale
-        return tf.constant(self.scale, tf.float32)
+        return _scale_value(self)
 
     def call(self, loc):
         loc = tf.cast(loc, tf.float32)
@@ -336,18 +344,11 @@ class DiscretizedLogisticLikelihood(keras.layers.Layer):
         self.num_bins = num_bins
         self.scale = scale
         self.min_scale = min_scale
-        if self.scale == "learned":
-            self.raw_scale = self.add_weight(
-                name="raw_scale",
-                shape=self.event_shape,
-                initializer=keras.initializers.Constant(math.log(math.expm1(self.INITIAL_SCALE - self.min_scale))),
-            )
+        _add_scale_weight(self, initial=self.INITIAL_SCALE)
 
     def logistic_scale(self):
         """The logistic scale s (its standard deviation is s pi / sqrt(3))."""
-        if self.scale == "learned":
-            return tf.nn.softplus(tf.cast(self.raw_scale, tf.float32)) + self.min_scale
-        return tf.constant(self.scale, tf.float32)
+        return _scale_value(self)
 
     def call(self, loc):
         loc = tf.cast(loc, tf.float32)
