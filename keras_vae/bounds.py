@@ -135,7 +135,8 @@ def _free_bits_kl(posterior, prior, free_bits):
     return tf.reduce_sum(tf.where(above, per_dim, tf.cast(free_bits, per_dim.dtype)), axis=-1)
 
 
-def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chunk_size=None):
+def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chunk_size=None,
+                       return_log_weights=False):
     """L_k, and the ELBO from the same k samples, per example; samples taken `chunk_size` at a time.
 
     Memory grows with `chunk_size`, not with k, so k = 5000 (the usual estimate of
@@ -143,16 +144,21 @@ def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chun
     result is the same for any `chunk_size`; chunks are combined exactly (a running
     logsumexp for L_k, running sums for the means).
 
+    With `return_log_weights`, every log w_i is kept as well, for `keras_vae.diagnostics`
+    (effective sample size, Pareto k-hat): k x B float32 more, 2 MB for k = 5000 and
+    B = 100, written chunk by chunk into a `tf.TensorArray`.
+
     Returns:
         A dict of [B] tensors: `iwae_bound` (L_k), `elbo` (mean of the log weights, a
         k-sample estimate of the ELBO with Monte Carlo KL) and `reconstruction` (mean
-        log p(x|z)).
+        log p(x|z)); with `return_log_weights` also `log_weights`, [k, B], sample i in row i.
     """
     chunk_size = num_samples if chunk_size is None else min(chunk_size, num_samples)
     seed = tfp.random.sanitize_seed(seed)
 
     def chunk(start, size):
-        """(logsumexp, sum) of the log weights and the sum of log p(x|z) over samples start..start+size-1."""
+        """(logsumexp, sum) of the log weights, the sum of log p(x|z), and the log weights [size, B],
+        over samples start..start+size-1."""
         z = tf.map_fn(
             lambda i: posteriors.sample(posterior, seed=tf.random.experimental.stateless_fold_in(seed, i)),
             start + tf.range(size),
@@ -160,25 +166,39 @@ def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chun
         )
         log_px_z = decode(z).log_prob(x)
         log_w = log_px_z + prior.log_prob(z) - posterior.log_prob(z)
-        return tf.reduce_logsumexp(log_w, 0), tf.reduce_sum(log_w, 0), tf.reduce_sum(log_px_z, 0)
+        return (tf.reduce_logsumexp(log_w, 0), tf.reduce_sum(log_w, 0), tf.reduce_sum(log_px_z, 0)), log_w
 
     def add(totals, terms):
         return (tf.reduce_logsumexp(tf.stack([totals[0], terms[0]]), 0), totals[1] + terms[1], totals[2] + terms[2])
 
+    def step(c, totals, kept):
+        terms, log_w = chunk(c * chunk_size, chunk_size)
+        return c + 1, add(totals, terms), (kept.write(c, log_w) if return_log_weights else kept)
+
     # Full chunks in a loop (one chunk's memory at a time, also under XLA), then the remainder.
+    # The log weights, if kept, go into a TensorArray of the full chunks (a dummy loop variable otherwise).
     full, remainder = divmod(num_samples, chunk_size)
-    totals = chunk(0, chunk_size)
+    totals, log_w = chunk(0, chunk_size)
+    kept = tf.TensorArray(log_w.dtype, size=full).write(0, log_w) if return_log_weights else tf.constant(0)
     if full > 1:
-        totals = tf.while_loop(lambda c, _: c < full, lambda c, t: (c + 1, add(t, chunk(c * chunk_size, chunk_size))),
-                               (tf.constant(1), totals))[1]
+        _, totals, kept = tf.while_loop(lambda c, *_: c < full, step, (tf.constant(1), totals, kept))
+    log_weights = []
+    if return_log_weights:
+        stacked = kept.stack()  # [full, chunk_size, B]
+        log_weights.append(tf.reshape(stacked, tf.concat([[full * chunk_size], tf.shape(stacked)[2:]], 0)))
     if remainder:
-        totals = add(totals, chunk(full * chunk_size, remainder))
+        terms, log_w = chunk(full * chunk_size, remainder)
+        totals = add(totals, terms)
+        log_weights.append(log_w)
     log_sum_w, sum_log_w, sum_log_px_z = totals
-    return {
+    result = {
         "iwae_bound": log_sum_w - math.log(num_samples),
         "elbo": sum_log_w / num_samples,
         "reconstruction": sum_log_px_z / num_samples,
     }
+    if return_log_weights:
+        result["log_weights"] = tf.concat(log_weights, 0)
+    return result
 
 
 def iwae_bound(x, posterior, prior, decode, num_samples, seed=None, chunk_size=None):

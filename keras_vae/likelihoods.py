@@ -4,13 +4,21 @@ A decoder (an ordinary Keras model) outputs a plain tensor of parameters shaped 
 these layers build p(x|z) from it, always in float32 so mixed precision decoders can feed
 them, with `log_prob` giving one value per example (`Independent` over the event shape).
 TFP's own Keras layers are Keras 2 layers, which Keras 3 rejects; these are their Keras 3
-replacements for the VAE's needs.
+replacements for the VAE's needs. A likelihood layer of your own needs only a `call`
+returning such a distribution, with `log_prob` and `mean()`; `support` and
+`named_parameters` are optional (the protocol is in `keras_vae.export`'s docstring).
 
 `LIKELIHOODS` and `make_likelihood` name them: `"bernoulli"`, `"gaussian"`,
 `"continuous_bernoulli"` (a density on [0, 1] [1]) and `"discretized_logistic"`
 (probabilities of 8-bit values [2]). Each layer has a `support` (the values of x it is
 defined for, which `VAE.check_data` enforces) and `named_parameters`, the parameters a
 SavedModel's `decode` signature returns.
+
+Each also has `log_likelihood_caveat(x)`: None when its `log_prob` of the data x (numpy,
+already in the support) is a normalised log-likelihood, else why not (a Bernoulli of grey
+levels, discretized logistic values off the grid). `evaluation.report` uses it to say
+whether its NLL is -log p(x); a layer of your own without the method is reported as
+unknown.
 
 #### References
 
@@ -95,6 +103,16 @@ class BernoulliLikelihood(keras.layers.Layer):
 
     family = Bernoulli  # the per-dimension distribution, from logits
 
+    def log_likelihood_caveat(self, x):
+        """None for binary x; for other values (grey levels), why log p(x|z) is no log-likelihood:
+        the Bernoulli puts all its mass on {0, 1}, so x l - softplus(l) of an x in between is
+        a cross-entropy, not the log of a normalised probability or density."""
+        x = np.asarray(x)
+        if np.all((x == 0) | (x == 1)):
+            return None
+        return ("a Bernoulli likelihood of grey levels is not a normalised density: train and evaluate on binarized "
+                "data (--binarize=dynamic) for a log-likelihood")
+
     def call(self, logits):
         per_dimension = self.family(logits=tf.cast(logits, tf.float32), dtype=tf.float32)
         return Independent(per_dimension, reinterpreted_batch_ndims=len(self.event_shape))
@@ -155,6 +173,10 @@ class GaussianLikelihood(keras.layers.Layer):
     def stddev(self):
         return _scale_value(self)
 
+    def log_likelihood_caveat(self, x):
+        """None: a density on the whole real line, normalised for any x."""
+        return None
+
     def call(self, loc):
         loc = tf.cast(loc, tf.float32)
         normal = tfd.Normal(loc, tf.broadcast_to(self.stddev(), tf.shape(loc)))
@@ -201,6 +223,10 @@ class ContinuousBernoulliLikelihood(BernoulliLikelihood):
     """
 
     family = tfd.ContinuousBernoulli
+
+    def log_likelihood_caveat(self, x):
+        """None: a normalised density on [0, 1], for grey levels and binary data alike."""
+        return None
 
 
 class DiscretizedLogistic(tfd.Distribution):
@@ -349,6 +375,19 @@ class DiscretizedLogisticLikelihood(keras.layers.Layer):
     def logistic_scale(self):
         """The logistic scale s (its standard deviation is s pi / sqrt(3))."""
         return _scale_value(self)
+
+    GRID_TOLERANCE = 1e-3  # in levels: float32 k / 255 is within 2e-5 levels of k
+
+    def log_likelihood_caveat(self, x):
+        """None for x on the grid k / (num_bins - 1); else why log p(x|z) is no log-likelihood of x:
+        `log_prob` rounds x to the nearest level, so it is the probability of other data."""
+        levels = np.asarray(x, np.float64) * (self.num_bins - 1)
+        off = np.abs(levels - np.round(levels)) > self.GRID_TOLERANCE
+        if not off.any():
+            return None
+        return (f"{int(off.sum())} of {off.size} values are off the discretized logistic's {self.num_bins}-level grid "
+                f"k/{self.num_bins - 1}: it rounds them to the nearest level, so the NLL is that of the rounded data, "
+                "not of x")
 
     def call(self, loc):
         loc = tf.cast(loc, tf.float32)

@@ -131,7 +131,9 @@ class VAE(keras.Model):
     def encode(self, x, y=None):
         """q(z|x) (q(z|x, y) if conditional) for a batch of x: a `tfd.Distribution` with batch shape [B]."""
         x = self._check_shape(x)
-        return self.posterior(self.encoder([x, self._one_hot(y)] if self.num_classes else x))
+        if self.num_classes:  # a tensor x: Keras refuses numpy beside the tensor of one-hot labels
+            return self.posterior(self.encoder([tf.cast(x, tf.float32), self._one_hot(y)]))
+        return self.posterior(self.encoder(x))
 
     def decode(self, z, y=None):
         """p(x|z) (p(x|z, y) if conditional) for z of shape [..., B, L]: batch shape z.shape[:-1]."""
@@ -200,18 +202,20 @@ class VAE(keras.Model):
             free_bits=self.free_bits if (objective or self.objective) == "elbo" else 0.0,
         )
 
-    def importance_sampled(self, x, num_samples, chunk_size=None, seed=None, y=None):
+    def importance_sampled(self, x, num_samples, chunk_size=None, seed=None, y=None, return_log_weights=False):
         """Per-example L_k, ELBO and reconstruction from k samples (`bounds.importance_sampled`);
-        for a conditional model, of log p(x|y) given labels `y`. `seed` as in `sample`."""
+        for a conditional model, of log p(x|y) given labels `y`. `seed` as in `sample`.
+        `return_log_weights` adds the k log weights, `log_weights` [k, B], for `keras_vae.diagnostics`."""
         x = tf.cast(self._check_shape(x), tf.float32)
         y = self._one_hot(y) if self.num_classes else None
-        return self._importance_sampled(x, y, num_samples, chunk_size, self._seed(seed))
+        return self._importance_sampled(x, y, num_samples, chunk_size, self._seed(seed), bool(return_log_weights))
 
     @tf.function(reduce_retracing=True)
-    def _importance_sampled(self, x, y, num_samples, chunk_size, seed):
+    def _importance_sampled(self, x, y, num_samples, chunk_size, seed, return_log_weights=False):
         # Compiled: called eagerly, the per-sample map_fn would run one Python step per sample.
         return bounds.importance_sampled(x, self.encode(x, y), self.prior_distribution(), lambda z: self.decode(z, y),
-                                         num_samples, seed=seed, chunk_size=chunk_size)
+                                         num_samples, seed=seed, chunk_size=chunk_size,
+                                         return_log_weights=return_log_weights)
 
     def iwae_bound(self, x, num_samples, chunk_size=None, seed=None, y=None):
         """L_k per example, drawn `chunk_size` samples at a time; large k estimates log p(x).

@@ -274,6 +274,42 @@ def test_bounds_iwae_bound_matches_numpy_weights(truth):
                                    rtol=1e-5, atol=1e-4)
 
 
+def test_importance_sampled_returns_the_log_weights(truth):
+    # The kept log weights are the k weights drawn, recomputed in numpy, in sample order, for any chunking;
+    # asking for them changes none of the other outputs, and without asking there are none.
+    model = build_vae(truth, shift=SHIFT, tril_scale=TRIL_SCALE)
+    q, p = model.encode(truth.x), model.prior.distribution()
+    k, base = 12, tfp.random.sanitize_seed(seed(21, 5))
+    z = np.stack([posteriors.sample(q, seed=tf.random.experimental.stateless_fold_in(base, i)).numpy()
+                  for i in range(k)]).astype(np.float64)
+    log_w = (truth.log_px_given_z(truth.x, z) + stats.norm.logpdf(z).sum(-1)
+             - truth.log_q(truth.x, z, SHIFT, TRIL_SCALE))
+    x = tf.constant(truth.x)
+    plain = bounds.importance_sampled(x, q, p, model.decode, k, seed=base, chunk_size=5)
+    assert sorted(plain) == ["elbo", "iwae_bound", "reconstruction"]
+    for chunk_size in (None, 1, 5, 7, 12, 100):
+        result = bounds.importance_sampled(x, q, p, model.decode, k, seed=base, chunk_size=chunk_size,
+                                           return_log_weights=True)
+        assert result["log_weights"].shape == (k, len(truth.x)) and result["log_weights"].dtype == tf.float32
+        np.testing.assert_allclose(result["log_weights"].numpy(), log_w, rtol=1e-5, atol=1e-4)
+        for key, value in plain.items():
+            np.testing.assert_allclose(result[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_model_importance_sampled_log_weights_in_a_tf_function(truth):
+    # Traced with an unknown batch size, the model's method gives the weights it gives eagerly, [k, B].
+    model = build_vae(truth, shift=SHIFT, tril_scale=TRIL_SCALE)
+    eager = model.importance_sampled(truth.x, 23, chunk_size=5, seed=2, return_log_weights=True)
+    traced = tf.function(
+        lambda x: model.importance_sampled(x, 23, chunk_size=5, seed=2, return_log_weights=True),
+        input_signature=[tf.TensorSpec([None, D], tf.float32)])(tf.constant(truth.x))
+    assert traced["log_weights"].shape == (23, len(truth.x))
+    np.testing.assert_allclose(traced["log_weights"].numpy(), eager["log_weights"].numpy(), rtol=1e-5, atol=1e-5)
+    # L_k is the log mean of the kept weights.
+    np.testing.assert_allclose(eager["iwae_bound"].numpy(),
+                               special.logsumexp(eager["log_weights"].numpy(), axis=0) - np.log(23), rtol=1e-5)
+
+
 # ---------------------------------------------------------------- KL paths
 def test_monte_carlo_kl_matches_analytic(truth):
     n = 20_000
