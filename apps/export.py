@@ -5,15 +5,18 @@
 Loads `<model_dir>/model.keras` and writes `<export_dir>/<model_name>/<version>/`: the next
 integer version unless `--version` is given, never overwriting one. `apps.train` exports
 through `export()` below at the end of training. The signatures (`encode`, `decode`,
-`reconstruct`, `sample`, `score`, `serving_default`) are described in `keras_vae.export`.
+`reconstruct`, `sample`, `score`, `serving_default`) are described in `keras_vae.export`;
+those of a conditional run (`apps.train --conditional`) also take the labels y.
 """
 
 import os
+import re
 
 from absl import flags
 
-from apps import common  # first: quiets TensorFlow's C++ logging before it loads
-import keras_vae
+from apps import common
+
+keras_vae = common.LazyModule("keras_vae")
 
 flags.adopt_module_key_flags(common)
 
@@ -24,14 +27,16 @@ MODEL_NAME = flags.DEFINE_string("model_name", None,
 VERSION = flags.DEFINE_integer("version", None, "Version to write (default: one above the highest present).",
                                lower_bound=1)
 SCORE_SAMPLES = flags.DEFINE_integer(
-    "score_samples", keras_vae.export.SCORE_SAMPLES,
+    "score_samples", 100,  # keras_vae.export.SCORE_SAMPLES, spelled out (apps.common)
     "Importance samples k behind the score signature's log_likelihood (fixed at export).", lower_bound=1)
 
 
 def model_name(model_dir):
-    """The model's name under --export_dir: --model_name, else the training run's, else vae_<dataset>."""
+    """The model's name under --export_dir: --model_name, else the training run's, else vae_<dataset>,
+    where a --dataset path gives its file or folder name without extension (`vae_my_images`)."""
     trained = common.run_flags(model_dir)
-    return MODEL_NAME.value or trained.get("model_name") or f"vae_{trained.get('dataset', common.DATASET.value)}"
+    dataset = os.path.splitext(os.path.basename(os.path.normpath(trained.get("dataset", common.DATASET.value))))[0]
+    return MODEL_NAME.value or trained.get("model_name") or "vae_" + re.sub(r"[^\w.-]", "_", dataset)
 
 
 def export(model, model_dir, run_id=None):
@@ -54,10 +59,13 @@ def main(argv):
         model = common.load_model(common.MODEL_DIR.value)
         path = export(model, common.MODEL_DIR.value)
     print(f"Exported SavedModel to {path}")
+    labels = f"; they take labels y, classes in [0, {model.num_classes})" if model.num_classes else ""
     print(f"Signatures: {', '.join(keras_vae.export.SIGNATURES)}; serving_default = "
-          f"{keras_vae.export.DEFAULT_SIGNATURE}. Inspect with: saved_model_cli show --all --dir {os.path.abspath(path)}")
+          f"{keras_vae.export.DEFAULT_SIGNATURE}{labels}. Inspect with: saved_model_cli show --all --dir "
+          f"{os.path.abspath(path)}")
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["model_dir"])
-    common.run(main, "export")
+    common.run(main, "export", groups=[
+        common.RUN_GROUP, common.DATA_GROUP, ("output", ("export_dir", "model_name", "version", "score_samples"))])

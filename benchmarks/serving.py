@@ -84,13 +84,18 @@ def resolve(export_path):
 
 
 def inputs(signature, batch_size, metadata, rng):
-    """Valid inputs for one call: binary x, standard normal z, or num_samples = batch size."""
+    """Valid inputs for one call: binary x, standard normal z, or num_samples = batch size; and, for a
+    conditional export, labels y (class 0 for `sample`, random classes otherwise)."""
+    classes = metadata.get("num_classes")
     if signature == "sample":
-        return {"num_samples": tf.constant(batch_size, tf.int32), "seed": tf.constant(0, tf.int32)}
+        feed = {"num_samples": tf.constant(batch_size, tf.int32), "seed": tf.constant(0, tf.int32)}
+        return {**feed, "y": tf.constant(0, tf.int32)} if classes else feed
     if signature == "decode":
-        return {"z": tf.constant(rng.standard_normal((batch_size, metadata["latent_dim"]), np.float32))}
-    event_shape = metadata["input_shape"][1:]
-    return {"x": tf.constant(rng.integers(0, 2, (batch_size, *event_shape)).astype(np.float32))}
+        feed = {"z": tf.constant(rng.standard_normal((batch_size, metadata["latent_dim"]), np.float32))}
+    else:
+        event_shape = metadata["input_shape"][1:]
+        feed = {"x": tf.constant(rng.integers(0, 2, (batch_size, *event_shape)).astype(np.float32))}
+    return {**feed, "y": tf.constant(rng.integers(0, classes, batch_size), tf.int32)} if classes else feed
 
 
 def time_case(fn, feed, repeats, max_seconds):

@@ -1,42 +1,81 @@
 """SavedModel export for TF Serving: `<export_dir>/<model_name>/<version>/`.
 
-The signatures are the export's public API. Inputs and outputs are float32 (int32 for
-`num_samples` and `seed`), the batch dimension is free and every output is named:
+The signatures are the export's public API. Inputs and outputs are float32, except the
+integer inputs (`num_samples`, `seed` and the labels `y`), which are int32; the batch
+dimension B is free and every output is named:
 
-| signature         | inputs                         | outputs                                                |
-| ----------------- | ------------------------------ | ------------------------------------------------------ |
-| `encode`          | `x` [B, *event]                | `z_mean`, `z_stddev` [B, L]: q(z|x)                     |
-| `decode`          | `z` [B, L]                     | `x_mean` [B, *event]: mean of p(x|z); its parameters:  |
-|                   |                                | `x_logits` (Bernoulli, continuous Bernoulli), `x_scale` |
-|                   |                                | (Gaussian), `x_loc`, `x_scale` (discretized logistic)  |
-| `reconstruct`     | `x` [B, *event]                | `x_mean`: mean of p(x | z = z_mean), `z_mean`          |
-| `sample`          | `num_samples`, `seed` (scalars) | `x_mean` [n, *event], `z` [n, L], z ~ p(z)            |
-| `score`           | `x` [B, *event]                | `elbo`, `log_likelihood` [B], nats                     |
-| `serving_default` | the same as `reconstruct`      |                                                        |
+| signature         | inputs                                  | outputs                                                |
+| ----------------- | --------------------------------------- | ------------------------------------------------------ |
+| `encode`          | `x` [B, *event] (, `y` [B])             | `z_mean`, `z_stddev` [B, L]: q(z|x)                     |
+| `decode`          | `z` [B, L] (, `y` [B])                  | `x_mean` [B, *event]: mean of p(x|z); its parameters:  |
+|                   |                                         | `x_logits` (Bernoulli, continuous Bernoulli), `x_scale` |
+|                   |                                         | (Gaussian), `x_loc`, `x_scale` (discretized logistic)  |
+| `reconstruct`     | `x` [B, *event] (, `y` [B])             | `x_mean`: mean of p(x | z = z_mean), `z_mean`          |
+| `sample`          | `num_samples`, `seed` (, `y`): scalars  | `x_mean` [n, *event], `z` [n, L], z ~ p(z)            |
+| `score`           | `x` [B, *event] (, `y` [B])             | `elbo`, `log_likelihood` [B], nats                     |
+| `serving_default` | the same as `reconstruct`               |                                                        |
+
+The inputs in parentheses belong to conditional models (`num_classes` = C) only, and are
+then required: `y` holds one class index in [0, C) per example, and `sample` takes one
+class, a scalar, for all its draws (call it once per class for several). Every signature
+of a conditional model computes with those classes: q(z|x, y), p(x|z, y), log p(x|y).
 
 `score` is an anomaly score: `log_likelihood` is the importance-sampled estimate of
 log p(x) (the bound L_k, with k = `score_samples` fixed at export) and `elbo` the mean log
 weight of the same k samples. Its samples use a fixed seed, so the same x always gets the
 same score; `sample` is likewise a function of its `seed`.
 
-Inputs are checked inside the graph, so a TF Serving client gets the message too: wrong
-rank or size, NaN or inf, values outside the likelihood's support (e.g. [0, 1] for a
-Bernoulli model), `num_samples` outside [1, MAX_SAMPLES], a `score` batch over
-MAX_SCORE_BATCH raise `InvalidArgumentError`
-saying what was expected. For that the input signatures leave the rank open; the expected
-shapes are in `assets.extra/keras_vae.json`, along with the model config, dataset,
-training metrics and versions. `assets.extra/tf_serving_warmup_requests` holds one
-request per signature, which TF Serving replays when it loads the model, so the first
-real request is not the slow one.
+The signatures declare their input shapes ([None, *event] for x, [None, L] for z, [None]
+for y, [] for the scalars), so `saved_model_cli show --all` and TF Serving's model
+metadata give them. TF Serving and loaded signatures do not enforce declared shapes,
+though, so inputs are also checked inside the graph, and a client gets the message:
+wrong rank or size, an empty batch, NaN or inf, values outside the likelihood's support
+(e.g. [0, 1] for a Bernoulli model), labels outside [0, C) or not one per example,
+`num_samples` outside [1, MAX_SAMPLES], a `score` batch over MAX_SCORE_BATCH raise
+`InvalidArgumentError` saying what was expected. `assets.extra/keras_vae.json` records
+the same input shapes and dtypes, along with the model config, dataset, training metrics
+and versions. `assets.extra/tf_serving_warmup_requests` holds one request per signature,
+which TF Serving replays when it loads the model, so the first real request is not the
+slow one.
 
 Versions are integers that only go up. A version is written to a hidden folder and
 renamed into place, so a crash leaves no visible half version (TF Serving ignores names
 that are not integers) and an existing version is never overwritten.
+
+Your own layers
+---------------
+
+A `VAE` takes any posterior, likelihood and prior layers that provide the following
+(the built-in ones in `keras_vae.posteriors`, `likelihoods` and `priors` are examples):
+
+- **Posterior** q(z|x): a `latent_dim` attribute, and `call(params)` returning a
+  `tfd.Distribution` over z with batch shape [B] and event shape [L] whose `sample` is
+  reparameterized and which has `log_prob` (training). Export: its `mean()` and
+  `stddev()`, `encode`'s outputs.
+- **Likelihood** p(x|z): `call(params)` returning a `tfd.Distribution` over x with batch
+  shape [B] and x's event shape (wrap a per-dimension distribution in `tfd.Independent`),
+  with `log_prob` (training). Export: its `mean()`, the `x_mean` of `decode`,
+  `reconstruct` and `sample`. Optional: `named_parameters(distribution)`, a dict of
+  output name -> Tensor [B, ...], `decode`'s outputs besides `x_mean` (none without it:
+  `x_mean` is the one output every client needs, so a layer that names no parameters
+  still exports a complete `decode` rather than failing on something it never promised);
+  `support = (low, high)`, the values of x it is defined for, which `VAE.check_data` and
+  the signatures enforce (without it, any finite value).
+- **Prior** p(z): `distribution()`, or `distribution(model)` to be given the model,
+  returning a `tfd.Distribution` over z with event shape [L] and empty batch shape, with
+  `log_prob` (training, `score`) and `sample` (the `sample` signature).
+- **Saving** (`model.save`, `keras.saving.load_model`): each class registered with
+  `@keras.saving.register_keras_serializable(package=...)`, with a `get_config()` that
+  returns its constructor arguments; the class must be imported before loading.
+
+`export_saved_model` checks these up front, on a batch of one, before it writes anything:
+a missing piece raises one `TypeError` naming the layer's class and what it lacks.
 """
 
 import datetime
 import json
 import math
+import numbers
 import os
 import platform
 import re
@@ -49,6 +88,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_vae import checks, runs
+from keras_vae.models import VAE
+
+tfd = tfp.distributions
 
 DEFAULT_SIGNATURE = "reconstruct"
 SIGNATURES = ("encode", "decode", "reconstruct", "sample", "score")
@@ -74,7 +116,8 @@ def export_saved_model(model, export_dir, model_name, version=None, score_sample
     """Write `model` as a SavedModel under `<export_dir>/<model_name>/<version>/`; return that path.
 
     Args:
-        model: a built `keras_vae.VAE`.
+        model: a built `keras_vae.VAE`, its layers following the protocol in the module
+            docstring ("Your own layers").
         export_dir: base folder TF Serving watches (e.g. `saved_models`).
         model_name: the model's name in TF Serving.
         version: positive integer; default one more than the highest existing version.
@@ -91,12 +134,15 @@ def export_saved_model(model, export_dir, model_name, version=None, score_sample
         if os.path.exists(os.path.join(base, str(version))):
             raise FileExistsError(f"{os.path.join(base, str(version))} already exists; SavedModel versions are "
                                   "never overwritten")
+    # Built (the protocol checked, the signatures traced) before any folder is made, so a
+    # model that cannot be exported leaves nothing behind.
+    archive = build_archive(model, score_samples)
     _remove_dead_stagings(base)
     # Not tempfile.mkdtemp: its 0700 folder would keep TF Serving running as another user out.
     staging = os.path.join(base, f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     os.makedirs(staging)
     try:
-        build_archive(model, score_samples).write_out(staging, verbose=False)
+        archive.write_out(staging, verbose=False)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
         while True:  # the next free version, unless one was asked for
             existing = versions(base)
@@ -142,52 +188,65 @@ def _alive(pid):
     return True
 
 
+def input_signatures(model):
+    """Each signature's inputs as named `tf.TensorSpec`s, with the shapes the SavedModel declares."""
+    x = tf.TensorSpec([None, *model.input_event_shape], tf.float32, name="x")
+    z = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
+    labels = [tf.TensorSpec([None], tf.int32, name="y")] if model.num_classes else []
+    scalars = [tf.TensorSpec([], tf.int32, name=name) for name in ("num_samples", "seed")]
+    sample_class = [tf.TensorSpec([], tf.int32, name="y")] if model.num_classes else []
+    return {"encode": [x, *labels], "decode": [z, *labels], "reconstruct": [x, *labels],
+            "sample": [*scalars, *sample_class], "score": [x, *labels]}
+
+
 def build_archive(model, score_samples=SCORE_SAMPLES):
-    """A `keras.export.ExportArchive` with the signatures in the module docstring."""
-    if getattr(model, "num_classes", None):
-        raise ValueError("Exporting a conditional VAE is not supported yet: its signatures would need labels y")
-    event_shape, latent_dim = tuple(model.input_event_shape), model.latent_dim
+    """A `keras.export.ExportArchive` with the signatures in the module docstring.
+
+    Raises `TypeError` first if `model` is not a `VAE` whose layers follow the protocol
+    ("Your own layers" in the module docstring)."""
+    check_exportable(model)
+    event_shape, latent_dim, num_classes = tuple(model.input_event_shape), model.latent_dim, model.num_classes
     support = _support(model)
 
-    def checked_x(x):
-        return _checked(x, "x", event_shape, support)
+    # `y` is the labels of a conditional model, absent for an unconditional one.
+    def checked(x, y, max_batch=None):
+        x = _checked(x, "x", event_shape, support, max_batch)
+        return x, (_checked_labels(y[0], num_classes, tf.shape(x)[0], "x") if y else None)
 
-    def reconstruct(x):
-        z_mean = model.encode(checked_x(x)).mean()
-        return _float32({"x_mean": model.decode(z_mean).mean(), "z_mean": z_mean})
+    def reconstruct(x, *y):
+        x, y = checked(x, y)
+        z_mean = model.encode(x, y).mean()
+        return _float32({"x_mean": model.decode(z_mean, y).mean(), "z_mean": z_mean})
 
-    def encode(x):
-        q = model.encode(checked_x(x))
+    def encode(x, *y):
+        q = model.encode(*checked(x, y))
         return _float32({"z_mean": q.mean(), "z_stddev": q.stddev()})
 
-    def decode(z):
-        likelihood = model.decode(_checked(z, "z", (latent_dim,)))
-        return _float32({"x_mean": likelihood.mean(), **model.likelihood.named_parameters(likelihood)})
+    def decode(z, *y):
+        z = _checked(z, "z", (latent_dim,))
+        y = _checked_labels(y[0], num_classes, tf.shape(z)[0], "z") if y else None
+        likelihood = model.decode(z, y)
+        return _float32({"x_mean": likelihood.mean(), **_named_parameters(model.likelihood, likelihood)})
 
-    def sample(num_samples, seed):
+    def sample(num_samples, seed, *y):
         num_samples = _checked_scalar(num_samples, "num_samples", (1, MAX_SAMPLES))
         seed = _checked_scalar(seed, "seed")
-        x_mean, z = model.sample(num_samples, seed=tf.stack([seed, 0]), return_latents=True)
+        label = _checked_scalar(y[0], "y", (0, num_classes - 1), "a class index ") if y else None
+        x_mean, z = model.sample(num_samples, seed=tf.stack([seed, 0]), return_latents=True, labels=label)
         return _float32({"x_mean": x_mean, "z": z})
 
-    def score(x):
-        x = _checked(x, "x", event_shape, support, max_batch=MAX_SCORE_BATCH)
-        terms = model.importance_sampled(x, score_samples, SCORE_CHUNK_SIZE, seed=SCORE_SEED)
+    def score(x, *y):
+        x, y = checked(x, y, max_batch=MAX_SCORE_BATCH)
+        terms = model.importance_sampled(x, score_samples, SCORE_CHUNK_SIZE, seed=SCORE_SEED, y=y)
         return _float32({"elbo": terms["elbo"], "log_likelihood": terms["iwae_bound"]})
 
-    x_spec = tf.TensorSpec(None, tf.float32, name="x")
-    endpoints = {
-        "reconstruct": (reconstruct, [x_spec]),  # the first endpoint also becomes `serving_default`
-        "encode": (encode, [x_spec]),
-        "decode": (decode, [tf.TensorSpec(None, tf.float32, name="z")]),
-        "sample": (sample, [tf.TensorSpec(None, tf.int32, name="num_samples"),
-                            tf.TensorSpec(None, tf.int32, name="seed")]),
-        "score": (score, [x_spec]),
-    }
+    functions = {"reconstruct": reconstruct, "encode": encode, "decode": decode, "sample": sample, "score": score}
+    specs = input_signatures(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, (fn, signature) in endpoints.items():
-        archive.add_endpoint(name, fn, input_signature=signature)
+    # The first endpoint also becomes `serving_default`.
+    for name in (DEFAULT_SIGNATURE, *(s for s in SIGNATURES if s != DEFAULT_SIGNATURE)):
+        archive.add_endpoint(name, functions[name], input_signature=specs[name])
     return archive
 
 
@@ -202,12 +261,17 @@ def export_metadata(model, model_name, version, score_samples, extra=None):
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "signatures": list(SIGNATURES),
         "serving_default": DEFAULT_SIGNATURE,
+        # Each signature's inputs as the SavedModel declares them (None: any size).
+        "inputs": {name: {spec.name: {"shape": spec.shape.as_list(), "dtype": spec.dtype.name} for spec in specs}
+                   for name, specs in input_signatures(model).items()},
         "input_shape": [None, *model.input_event_shape],
         "latent_dim": model.latent_dim,
+        "num_classes": model.num_classes,  # None: unconditional, the signatures take no labels y
         "likelihood": type(model.likelihood).__name__,
         "input_range": [low, high],
         "score_samples": score_samples,
         "max_samples": MAX_SAMPLES,
+        "max_score_batch": MAX_SCORE_BATCH,
         **(extra or {}),
         "versions": {
             "keras_vae": keras_vae.__version__,
@@ -224,8 +288,10 @@ def warmup_inputs(model):
     """One small, valid input per signature (also for `serving_default`), as numpy arrays."""
     x = np.zeros((1, *model.input_event_shape), np.float32)  # zeros lie in every likelihood's support
     z = np.zeros((1, model.latent_dim), np.float32)
-    inputs = {"encode": {"x": x}, "decode": {"z": z}, "reconstruct": {"x": x},
-              "sample": {"num_samples": np.int32(1), "seed": np.int32(0)}, "score": {"x": x}}
+    y = {"y": np.zeros(1, np.int32)} if model.num_classes else {}  # class 0
+    sample_class = {"y": np.int32(0)} if model.num_classes else {}
+    inputs = {"encode": {"x": x, **y}, "decode": {"z": z, **y}, "reconstruct": {"x": x, **y},
+              "sample": {"num_samples": np.int32(1), "seed": np.int32(0), **sample_class}, "score": {"x": x, **y}}
     return {"serving_default": inputs[DEFAULT_SIGNATURE], **inputs}
 
 
@@ -243,6 +309,61 @@ def write_warmup_requests(path, model, model_name):
             writer.write(log.SerializeToString())
 
 
+# ------------------------------------------------------------------ the layer protocol
+def check_exportable(model):
+    """Raise `TypeError` unless `model` is a `VAE` whose layers provide what the signatures
+    call (the protocol in the module docstring), tried eagerly on a batch of one."""
+    if not isinstance(model, VAE):
+        raise TypeError(f"export_saved_model exports a keras_vae.VAE. Received: {type(model).__name__}")
+    x = tf.zeros((1, *model.input_event_shape), tf.float32)
+    y = tf.zeros([1], tf.int32) if model.num_classes else None
+    q = _distribution(model.posterior, "posterior", model.encode(x, y), "encode")
+    z_mean = _method(model.posterior, "posterior", q, "mean", "encode's z_mean")
+    _method(model.posterior, "posterior", q, "stddev", "encode's z_stddev")
+    p = _distribution(model.likelihood, "likelihood", model.decode(z_mean, y), "decode")
+    _method(model.likelihood, "likelihood", p, "mean", "x_mean, the reconstructions and samples")
+    parameters = _named_parameters(model.likelihood, p)
+    if not isinstance(parameters, dict) or not all(
+            isinstance(k, str) and k != "x_mean" and tf.is_tensor(v) for k, v in parameters.items()):
+        raise TypeError(f"{type(model.likelihood).__name__}.named_parameters(distribution) must return a dict of "
+                        f"output name (a str other than 'x_mean') -> Tensor, decode's extra outputs. Received: "
+                        f"{parameters!r}")
+    support = getattr(model.likelihood, "support", (-math.inf, math.inf))
+    if not (isinstance(support, (tuple, list)) and len(support) == 2
+            and all(isinstance(v, numbers.Real) for v in support) and support[0] < support[1]):
+        raise TypeError(f"{type(model.likelihood).__name__}.support must be (low, high), two numbers with low < high: "
+                        f"the values of x it is defined for. Received: {support!r}")
+    if not callable(getattr(model.prior, "distribution", None)):
+        raise TypeError(f"{type(model.prior).__name__} (the prior) needs a distribution() method returning a "
+                        "tfd.Distribution over z")
+    prior = _distribution(model.prior, "prior", model.prior_distribution(), "sample and score")
+    z = _method(model.prior, "prior", prior, "sample", "the sample signature", 1, seed=tf.constant([0, 0]))
+    _method(model.prior, "prior", prior, "log_prob", "score", z)
+
+
+def _distribution(layer, role, made, signature):
+    """`made`, what `layer` gave, if it is a `tfd.Distribution`; else a `TypeError` naming the layer."""
+    if not isinstance(made, tfd.Distribution):
+        raise TypeError(f"{type(layer).__name__} (the {role}) must give a tfd.Distribution, which {signature} uses. "
+                        f"Received: {type(made).__name__}")
+    return made
+
+
+def _method(layer, role, distribution, method, used_for, *args, **kwargs):
+    """`distribution.<method>(*args, **kwargs)`, or a `TypeError` naming `layer` if it is not implemented."""
+    try:
+        return getattr(distribution, method)(*args, **kwargs)
+    except NotImplementedError as error:
+        raise TypeError(f"{type(layer).__name__} (the {role}) gives a {type(distribution).__name__} without "
+                        f"{method}(), which the export needs for {used_for}: {error}") from error
+
+
+def _named_parameters(likelihood, distribution):
+    """The likelihood's `named_parameters(distribution)`, or none if it defines no such method."""
+    named = getattr(likelihood, "named_parameters", None)
+    return named(distribution) if named is not None else {}
+
+
 # ------------------------------------------------------------------ in-graph input checks
 def _support(model):
     """(low, high) of the likelihood's support when it is bounded, else None."""
@@ -250,28 +371,37 @@ def _support(model):
     return (low, high) if math.isfinite(low) or math.isfinite(high) else None
 
 
-def _checked(tensor, name, event_shape, support=None, max_batch=None):
-    """`tensor` as [batch >= 1, *event_shape], checked by assertions that raise `InvalidArgumentError`.
+# Neither TF Serving nor a loaded signature enforces the declared input shapes, and
+# TensorFlow's graph optimizer folds tf.rank, tf.size and fully known tf.shape results to
+# the declared values. So the checks read the shape an input really has from tf.shape of a
+# tensor with a free dimension (the batch; for scalars, a parsed copy), and every other op
+# on an input runs only after its shape check has passed, on the shape it was traced for.
+_SUMMARIZE = 16  # entries of a tensor an assertion's message shows: a whole shape
 
-    An op that fails on a malformed tensor could report its own, less helpful error before
-    the assertion runs, so the tensor passed on is reshaped in a way that cannot fail
-    (padded to whole examples, at least one); for valid input it is unchanged.
-    """
-    rank, size = len(event_shape) + 1, math.prod(event_shape)
-    # The shape, padded or cut to `rank` entries, so the comparison is defined for any rank.
-    shape = tf.concat([tf.shape(tensor), tf.zeros([rank], tf.int32)], axis=0)[:rank]
-    shape_ok = tf.equal(tf.rank(tensor), rank) & tf.reduce_all(tf.equal(shape[1:], event_shape)) & (shape[0] > 0)
-    checks = [tf.debugging.Assert(shape_ok, [
-        f"`{name}` must have shape [batch, {', '.join(map(str, event_shape))}] with batch >= 1; received shape",
-        tf.shape(tensor)])]
-    flat = tf.reshape(tensor, [-1])
-    length = tf.size(flat)
-    flat = tf.pad(flat, [[0, tf.maximum(size, length + (-length) % size) - length]])
-    tensor = tf.reshape(flat, [-1, *event_shape])
+
+def _checked_shape(tensor, name, event_shape):
+    """`tensor` once an assertion has found its shape [batch >= 1, *event_shape]."""
+    rank = len(event_shape) + 1
+    shape = tf.shape(tensor)
+    # The shape cut or padded with -1 ("no such axis") to rank + 1 entries: equal to
+    # [batch, *event_shape, -1] exactly when the tensor has `rank` axes of those sizes.
+    padded = tf.concat([shape, tf.fill([rank + 1], -1)], axis=0)[:rank + 1]
+    ok = tf.reduce_all(tf.equal(padded[1:], [*event_shape, -1])) & (padded[0] > 0)
+    expected = f"[batch, {', '.join(map(str, event_shape))}]"
+    check = tf.debugging.Assert(ok, [f"`{name}` must have shape {expected} with batch >= 1; received shape", shape],
+                                summarize=_SUMMARIZE)
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
+
+
+def _checked(tensor, name, event_shape, support=None, max_batch=None):
+    """`tensor` once assertions that raise `InvalidArgumentError` have found it of shape
+    [batch >= 1, *event_shape] (batch <= `max_batch`), finite and within `support`."""
+    tensor = _checked_shape(tensor, name, event_shape)
+    checks = []
     if max_batch is not None:
         checks.append(tf.debugging.Assert(tf.shape(tensor)[0] <= max_batch, [
             f"`{name}` may hold at most {max_batch} examples per request; received", tf.shape(tensor)[0]]))
-        tensor = tensor[:max_batch]
     checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(tensor)),
                                       [f"`{name}` must be finite; received NaN or inf"]))
     if support is not None:
@@ -283,22 +413,39 @@ def _checked(tensor, name, event_shape, support=None, max_batch=None):
         return tf.identity(tensor)
 
 
-def _checked_scalar(value, name, bounds=None):
-    """`value` as a scalar within `bounds`, checked by assertions that raise `InvalidArgumentError`.
+def _checked_labels(labels, num_classes, batch, of):
+    """`labels` once assertions have found them one class index in [0, num_classes) per example
+    of the input `of`, which has `batch` examples."""
+    shape = tf.shape(labels)
+    padded = tf.concat([shape, [-1, -1]], axis=0)[:2]  # [count, -1] exactly for a vector
+    check = tf.debugging.Assert((padded[0] == batch) & (padded[1] == -1), [
+        f"`y` must have shape [batch]: one class index per example of `{of}`, which has", batch,
+        "examples; received shape", shape], summarize=_SUMMARIZE)
+    with tf.control_dependencies([check]):
+        labels = tf.identity(labels)
+    check = tf.debugging.Assert(tf.reduce_all((labels >= 0) & (labels < num_classes)), [
+        f"`y` must hold class indices in [0, {num_classes}); received values from", tf.reduce_min(labels), "to",
+        tf.reduce_max(labels)])
+    with tf.control_dependencies([check]):
+        return tf.identity(labels)
 
-    As in `_checked`, what is passed on cannot make a later op fail: the first entry (or 0)
-    of a non-scalar, clipped to `bounds`.
-    """
-    checks = [tf.debugging.Assert(tf.equal(tf.rank(value), 0),
-                                  [f"`{name}` must be a scalar; received shape", tf.shape(value)])]
-    first = tf.reshape(tf.pad(tf.reshape(value, [-1]), [[0, 1]])[:1], [])
-    if bounds is not None:
-        low, high = bounds
-        checks.append(tf.debugging.Assert((first >= low) & (first <= high),
-                                          [f"`{name}` must be in [{low}, {high}]; received", first]))
-        first = tf.clip_by_value(first, low, high)
-    with tf.control_dependencies(checks):
-        return tf.identity(first)
+
+def _checked_scalar(value, name, bounds=None, what=""):
+    """`value` once assertions have found it a scalar within `bounds` (inclusive)."""
+    # tf.shape of a declared scalar is folded to []: the shape of a serialized and parsed
+    # copy, whose static shape is unknown, is the one received.
+    shape = tf.shape(tf.io.parse_tensor(tf.io.serialize_tensor(value), value.dtype))
+    check = tf.debugging.Assert(tf.equal(tf.size(shape), 0),
+                                [f"`{name}` must be a scalar; received shape", shape], summarize=_SUMMARIZE)
+    with tf.control_dependencies([check]):
+        value = tf.identity(value)
+    if bounds is None:
+        return value
+    low, high = bounds
+    check = tf.debugging.Assert((value >= low) & (value <= high),
+                                [f"`{name}` must be {what}in [{low}, {high}]; received", value])
+    with tf.control_dependencies([check]):
+        return tf.identity(value)
 
 
 def _float32(outputs):

@@ -3,7 +3,10 @@
 An encoder (an ordinary Keras model) outputs a plain tensor of parameters;
 `GaussianPosterior` turns it into a `tfd` Gaussian over z, diagonal or full-covariance,
 always in float32 so mixed precision encoders can feed it. TFP's own Keras layers are
-Keras 2 layers, which Keras 3 rejects; this is their replacement for the VAE's needs.
+Keras 2 layers, which Keras 3 rejects; this is their replacement for the VAE's needs. A
+posterior layer of your own needs `latent_dim` and a `call` returning a distribution over z
+with a reparameterized `sample`, `log_prob`, and `mean()` and `stddev()` for export (the
+protocol is in `keras_vae.export`'s docstring).
 
 `sample` draws z from such a posterior (or from any distribution) with a stateless seed,
 the way the bounds and the model draw their noise.

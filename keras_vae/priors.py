@@ -2,7 +2,9 @@
 
 Every prior layer follows the contract in `StandardNormalPrior`'s docstring: its
 `distribution()` is a float32 `tfd.Distribution` over z, and it may own weights trained
-with the model or, given the model, use the model's own encoder.
+with the model or, given the model, use the model's own encoder. That distribution needs
+`log_prob` and `sample` (the protocol for layers of your own is in `keras_vae.export`'s
+docstring).
 
 `PRIORS` and `make_prior` name them: `"standard_normal"`, `"mixture"` (a learnable mixture
 of Gaussians) and `"vamp"` (the VampPrior [1]).

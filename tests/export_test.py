@@ -4,6 +4,7 @@ and TF Serving files, checked on exports loaded with TensorFlow alone in fresh p
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 import keras_vae
 from helpers import tree_digest
@@ -23,37 +25,56 @@ from keras_vae import export
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EVENT_SHAPE = (8, 8, 1)
 SCORE_SAMPLES = 40
+tfd, tfb = tfp.distributions, tfp.bijectors
 
 # Runs in a new interpreter where keras, keras_vae and tensorflow_probability cannot be
 # imported at all (stand-in packages on PYTHONPATH raise ImportError): the SavedModel must
-# stand on TensorFlow alone. Calls every signature on saved .npy inputs.
-_LOAD_SCRIPT = """
+# stand on TensorFlow alone. Makes the calls in <folder>/calls.json on saved .npy inputs and
+# prints each one's outputs, or the error a client of the signature would get.
+_CALL_SCRIPT = """
 import json, os, sys
 import numpy as np
 import tensorflow as tf
 
-path, data = sys.argv[1], sys.argv[2]
+path, folder = sys.argv[1], sys.argv[2]
+with open(os.path.join(folder, "calls.json")) as f:
+    calls = json.load(f)
 loaded = tf.saved_model.load(path)
-
-def load(name):
-    return tf.constant(np.load(os.path.join(data, name + ".npy")))
-
-def call(signature, **inputs):
-    result = loaded.signatures[signature](**inputs)
-    return {k: v.numpy().tolist() for k, v in result.items()}
-
 out = {"signatures": sorted(loaded.signatures.keys())}
-for name in ("x3", "x7"):
-    for signature in ("serving_default", "reconstruct", "encode", "score"):
-        out[signature + "/" + name] = call(signature, x=load(name))
-    out["score_again/" + name] = call("score", x=load(name))
-out["decode/z"] = call("decode", z=load("z"))
-for seed in (7, 8):
-    out[f"sample/{seed}"] = call("sample", num_samples=tf.constant(4), seed=tf.constant(seed))
-out["sample_again/7"] = call("sample", num_samples=tf.constant(4), seed=tf.constant(7))
+for key, (signature, files) in calls.items():
+    inputs = {name: tf.constant(np.load(os.path.join(folder, file))) for name, file in files.items()}
+    try:
+        out[key] = {k: v.numpy().tolist() for k, v in loaded.signatures[signature](**inputs).items()}
+    except Exception as error:
+        out[key] = {"error": type(error).__name__, "message": getattr(error, "message", None) or str(error)}
 out["imported"] = sorted(m for m in ("keras", "keras_vae", "tensorflow_probability") if sys.modules.get(m))
 print(json.dumps(out))
 """
+
+
+def _serve(path, calls, folder):
+    """Make `calls` ({key: (signature, {input name: array})}) on the SavedModel at `path` in a
+    fresh process without keras, keras_vae or TFP. Returns {key: outputs, or {"error": type,
+    "message": ...}}, with "signatures" (the loaded ones) and "imported" (of those three)."""
+    folder.mkdir(parents=True)
+    files = {}
+    for i, (key, (signature, inputs)) in enumerate(calls.items()):
+        files[key] = (signature, {})
+        for name, value in inputs.items():
+            np.save(folder / f"{i}_{name}.npy", np.asarray(value))
+            files[key][1][name] = f"{i}_{name}.npy"
+    (folder / "calls.json").write_text(json.dumps(files))
+    result = subprocess.run([sys.executable, "-c", _CALL_SCRIPT, str(path), str(folder)], cwd=folder,
+                            env=_env(PYTHONPATH=_blocking_path(folder / "blocked")), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _error(result, message):
+    """Assert that a call in `_serve` failed with `InvalidArgumentError` whose message holds `message`."""
+    assert result.get("error") == "InvalidArgumentError", result
+    assert message in result["message"], result["message"]
 
 
 def _model(likelihood="bernoulli"):
@@ -107,16 +128,19 @@ def loaded(exported):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, exported, inputs):
     """Every signature run in a fresh process without keras, keras_vae or TFP; returns its outputs."""
-    base = tmp_path_factory.mktemp("served")
-    data = base / "data"
-    data.mkdir()
-    for name, array in inputs.items():
-        np.save(data / f"{name}.npy", array)
-    result = subprocess.run([sys.executable, "-c", _LOAD_SCRIPT, exported, str(data)], cwd=base,
-                            env=_env(PYTHONPATH=_blocking_path(base / "blocked")),
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    calls = {}
+    for name in ("x3", "x7"):
+        for signature in ("serving_default", "reconstruct", "encode", "score"):
+            calls[f"{signature}/{name}"] = (signature, {"x": inputs[name]})
+        calls[f"score_again/{name}"] = ("score", {"x": inputs[name]})
+    calls["decode/z"] = ("decode", {"z": inputs["z"]})
+    for seed in (7, 8):
+        calls[f"sample/{seed}"] = ("sample", {"num_samples": np.int32(4), "seed": np.int32(seed)})
+    calls["sample_again/7"] = ("sample", {"num_samples": np.int32(4), "seed": np.int32(7)})
+    # Shapes other than the declared ones, which neither loaded signatures nor TF Serving refuse.
+    for case, (signature, bad, message) in _WRONG_SHAPES.items():
+        calls[f"wrong_shape/{case}"] = (signature, bad)
+    return _serve(exported, calls, tmp_path_factory.mktemp("served") / "call")
 
 
 def _close(got, expected):
@@ -250,6 +274,30 @@ _BAD_INPUTS = {
 }
 
 
+# Shapes other than the declared [None, 8, 8, 1], [None, 2] and []: the ones with the declared
+# rank or element count would pass checks that trusted tf.rank or tf.size, which TensorFlow
+# folds to the declared values.
+_WRONG_SHAPES = {
+    "flat": ("encode", {"x": np.zeros((2, 5), np.float32)},
+             "`x` must have shape [batch, 8, 8, 1] with batch >= 1; received shape] [2 5]"),
+    "extra_axis": ("reconstruct", {"x": np.zeros((2, 8, 8, 1, 1), np.float32)},
+                   "`x` must have shape [batch, 8, 8, 1] with batch >= 1; received shape] [2 8 8 1 1]"),
+    "missing_axis": ("score", {"x": np.zeros((2, 8, 8), np.float32)}, "received shape] [2 8 8]"),
+    "scalar_x": ("serving_default", {"x": np.float32(0.5)}, "`x` must have shape [batch, 8, 8, 1]"),
+    "z": ("decode", {"z": np.zeros((3, 2, 1), np.float32)},
+          "`z` must have shape [batch, 2] with batch >= 1; received shape] [3 2 1]"),
+    "num_samples": ("sample", {"num_samples": np.int32([4]), "seed": np.int32(0)},
+                    "`num_samples` must be a scalar; received shape] [1]"),
+    "seed": ("sample", {"num_samples": np.int32(4), "seed": np.int32([[1]])},
+             "`seed` must be a scalar; received shape] [1 1]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_WRONG_SHAPES))
+def test_wrong_shape_is_named_in_a_fresh_process(served, case):
+    _error(served[f"wrong_shape/{case}"], _WRONG_SHAPES[case][2])
+
+
 @pytest.mark.parametrize("case", sorted(_BAD_INPUTS))
 def test_bad_input_raises_invalid_argument(loaded, case):
     signature, inputs, message = _BAD_INPUTS[case]
@@ -333,11 +381,17 @@ def test_metadata(exported, model):
     assert info["model_name"] == "m" and info["version"] == 1
     assert info["signatures"] == ["encode", "decode", "reconstruct", "sample", "score"]
     assert info["serving_default"] == "reconstruct"
+    x, z, scalar = ({"shape": shape, "dtype": dtype} for shape, dtype in (
+        ([None, *EVENT_SHAPE], "float32"), ([None, 2], "float32"), ([], "int32")))
+    assert info["inputs"] == {"encode": {"x": x}, "decode": {"z": z}, "reconstruct": {"x": x},
+                              "sample": {"num_samples": scalar, "seed": scalar}, "score": {"x": x}}
     assert info["input_shape"] == [None, *EVENT_SHAPE]
     assert info["latent_dim"] == 2
+    assert info["num_classes"] is None
     assert info["input_range"] == [0.0, 1.0]
     assert info["score_samples"] == SCORE_SAMPLES
     assert info["max_samples"] == 10_000  # the cap the `sample` signature enforces (_BAD_INPUTS)
+    assert info["max_score_batch"] == 1_000
     assert info["dataset"] == "digits"
     assert info["versions"]["tensorflow"] == tf.__version__
     assert info["versions"]["keras_vae"] == keras_vae.__version__
@@ -345,34 +399,67 @@ def test_metadata(exported, model):
     assert restored.input_event_shape == EVENT_SHAPE and restored.latent_dim == 2
 
 
-def test_warmup_requests_replay_on_every_signature(exported, loaded):
+def _replay_warmup_requests(path, loaded, model_name):
+    """Call every request of the warm-up file on `loaded`; return the signatures they name."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     seen = []
-    for record in tf.data.TFRecordDataset(os.path.join(exported, export.WARMUP_FILE)):
+    for record in tf.data.TFRecordDataset(os.path.join(path, export.WARMUP_FILE)):
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         request = log.predict_log.request
-        assert request.model_spec.name == "m"
+        assert request.model_spec.name == model_name
         signature = request.model_spec.signature_name
         outputs = loaded.signatures[signature](**{k: tf.make_ndarray(v) for k, v in request.inputs.items()})
         assert all(np.all(np.isfinite(v.numpy())) for v in outputs.values())
         seen.append(signature)
-    assert sorted(seen) == sorted(loaded.signatures)
+    return seen
 
 
-def test_saved_model_cli_shows_and_runs_the_signatures(exported, tmp_path):
-    np.save(tmp_path / "x.npy", np.zeros((2, *EVENT_SHAPE), np.float32))
+def test_warmup_requests_replay_on_every_signature(exported, loaded):
+    assert sorted(_replay_warmup_requests(exported, loaded, "m")) == sorted(loaded.signatures)
+
+
+def _cli(*args):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    shown = subprocess.run([cli, "show", "--all", "--dir", exported], env=_env(), capture_output=True, text=True,
-                           timeout=300)
+    return subprocess.run([cli, *args], env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def _shown_inputs(stdout):
+    """{signature: {input: (dtype, shape)}} as `saved_model_cli show --all` lists them."""
+    shown = {}
+    for section in stdout.split("signature_def['")[1:]:
+        name, inputs = section[:section.index("'")], section.split("following output(s)")[0]
+        if not name.startswith("__"):  # not the SavedModel's own init op
+            shown[name] = {key: (dtype, shape) for key, dtype, shape in re.findall(
+                r"inputs\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: ([^\n]+)", inputs)}
+    return shown
+
+
+_X_SHOWN = ("DT_FLOAT", "(-1, 8, 8, 1)")
+_SCALAR_SHOWN = ("DT_INT32", "()")
+
+
+def test_saved_model_cli_shows_the_shapes_and_runs_the_signatures(exported, tmp_path):
+    shown = _cli("show", "--all", "--dir", exported)
     assert shown.returncode == 0, shown.stderr[-2000:]
-    for name in ("encode", "decode", "reconstruct", "sample", "score", "serving_default"):
-        assert f"signature_def['{name}']" in shown.stdout
-    ran = subprocess.run([cli, "run", "--dir", exported, "--tag_set", "serve", "--signature_def", "score",
-                          "--inputs", f"x={tmp_path / 'x.npy'}"], env=_env(), capture_output=True,
-                         text=True, timeout=300)
+    assert _shown_inputs(shown.stdout) == {
+        "encode": {"x": _X_SHOWN}, "reconstruct": {"x": _X_SHOWN}, "serving_default": {"x": _X_SHOWN},
+        "score": {"x": _X_SHOWN}, "decode": {"z": ("DT_FLOAT", "(-1, 2)")},
+        "sample": {"num_samples": _SCALAR_SHOWN, "seed": _SCALAR_SHOWN}}
+    np.save(tmp_path / "x.npy", np.zeros((2, *EVENT_SHAPE), np.float32))
+    ran = _cli("run", "--dir", exported, "--tag_set", "serve", "--signature_def", "score",
+               "--inputs", f"x={tmp_path / 'x.npy'}")
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "log_likelihood" in ran.stdout and "elbo" in ran.stdout
+
+
+def test_saved_model_cli_names_the_expected_shape(exported):
+    # --input_exprs takes Python literals only in TF 2.21 (np.zeros((2, 5)) is refused before
+    # the model is loaded): this is np.zeros((2, 5)) written out.
+    ran = _cli("run", "--dir", exported, "--tag_set", "serve", "--signature_def", "encode",
+               "--input_exprs", "x=[[0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]")
+    assert ran.returncode != 0
+    assert "Cannot feed value of shape (2, 5) for Tensor encode_x:0, which has shape (None, 8, 8, 1)" in ran.stderr
 
 
 # ------------------------------------------------------------------ versions and names
@@ -419,15 +506,22 @@ def test_bad_version_raises_and_writes_nothing(tmp_path, model, version):
     assert not (tmp_path / "export").exists()
 
 
-def test_failed_export_leaves_no_version_and_no_staging_folder(tmp_path):
-    # A real failure inside the staged write: a plain Keras model has no VAE signatures to build.
-    inputs = keras.Input((8, 8, 1))
-    not_a_vae = keras.Model(inputs, keras.layers.Flatten()(inputs))
+def test_failed_export_leaves_no_version_and_no_staging_folder(tmp_path, model):
+    # A real failure inside the staged write, after the SavedModel itself: metadata that
+    # JSON cannot hold.
     base = tmp_path / "export"
-    with pytest.raises(AttributeError):
-        export.export_saved_model(not_a_vae, str(base), "m")
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        export.export_saved_model(model, str(base), "m", metadata={"training_metrics": {"loss": float("nan")}})
     assert os.listdir(base / "m") == []
     assert export.versions(str(base / "m")) == []
+
+
+def test_a_model_that_is_no_vae_is_refused_before_any_write(tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    not_a_vae = keras.Model(inputs, keras.layers.Flatten()(inputs))
+    with pytest.raises(TypeError, match="export_saved_model exports a keras_vae.VAE. Received: Functional"):
+        export.export_saved_model(not_a_vae, str(tmp_path / "export"), "m")
+    assert not (tmp_path / "export").exists()
 
 
 def test_versions_ignores_other_entries(tmp_path):
@@ -485,3 +579,333 @@ def test_a_killed_exports_staging_folder_goes_and_a_live_ones_stays(tmp_path, mo
         (base / name).mkdir(parents=True)
     export.export_saved_model(model, str(tmp_path / "export"), "m")
     assert sorted(os.listdir(base)) == [f".partial-{os.getpid()}-89abcdef", "1"]
+
+
+# ------------------------------------------------------------------ conditional models
+NUM_CLASSES = 10
+_X3 = np.zeros((3, *EVENT_SHAPE), np.float32)
+
+
+@pytest.fixture(scope="module")
+def cond_model():
+    return keras_vae.mlp_vae(EVENT_SHAPE, 2, (16,), num_classes=NUM_CLASSES, seed=0)
+
+
+@pytest.fixture(scope="module")
+def cond_inputs(inputs):
+    # x as a tensor: the conditional model's encode cannot mix a numpy x with its one-hot tensor of y.
+    return {**inputs, "x3": tf.constant(inputs["x3"]), "y3": np.int32([3, 0, 9]), "y3_other": np.int32([4, 7, 1]), "y5": np.int32([2, 2, 5, 8, 0])}
+
+
+@pytest.fixture(scope="module")
+def cond_exported(tmp_path_factory, cond_model):
+    return export.export_saved_model(cond_model, str(tmp_path_factory.mktemp("conditional") / "export"), "c",
+                                     score_samples=SCORE_SAMPLES)
+
+
+@pytest.fixture(scope="module")
+def cond_loaded(cond_exported):
+    return tf.saved_model.load(cond_exported)
+
+
+# Labels a client might get wrong: (signature, inputs, error type, what the message says).
+_BAD_LABELS = {
+    "out_of_range": ("encode", {"x": _X3, "y": np.int32([0, 10, 2])}, "InvalidArgumentError",
+                     "`y` must hold class indices in [0, 10); received values from] [0] [to] [10]"),
+    "negative": ("score", {"x": _X3, "y": np.int32([-1, 0, 0])}, "InvalidArgumentError",
+                 "`y` must hold class indices in [0, 10)"),
+    "too_few": ("reconstruct", {"x": _X3, "y": np.int32([1, 2])}, "InvalidArgumentError",
+                "`y` must have shape [batch]: one class index per example of `x`, which has] [3] "
+                "[examples; received shape] [2]"),
+    "one_hot": ("serving_default", {"x": _X3, "y": np.eye(10, dtype=np.int32)[:3]}, "InvalidArgumentError",
+                "`y` must have shape [batch]: one class index per example of `x`, which has] [3] "
+                "[examples; received shape] [3 10]"),
+    "scalar": ("score", {"x": _X3, "y": np.int32(1)}, "InvalidArgumentError", "received shape] []"),
+    "decode_count": ("decode", {"z": np.zeros((5, 2), np.float32), "y": np.int32([1])}, "InvalidArgumentError",
+                     "one class index per example of `z`, which has] [5]"),
+    "missing": ("encode", {"x": _X3}, "TypeError", "missing a required argument: 'y'"),
+    "floats": ("encode", {"x": _X3, "y": np.float32([0, 1, 2])}, "InvalidArgumentError",
+               "expected to be a int32 tensor but is a float tensor"),
+    "sample_class": ("sample", {"num_samples": np.int32(2), "seed": np.int32(0), "y": np.int32(10)},
+                     "InvalidArgumentError", "`y` must be a class index in [0, 9]; received] [10]"),
+    "sample_classes": ("sample", {"num_samples": np.int32(2), "seed": np.int32(0), "y": np.int32([1, 2])},
+                       "InvalidArgumentError", "`y` must be a scalar; received shape] [2]"),
+    "sample_missing": ("sample", {"num_samples": np.int32(2), "seed": np.int32(0)}, "TypeError",
+                       "missing a required argument: 'y'"),
+}
+
+
+@pytest.fixture(scope="module")
+def cond_served(tmp_path_factory, cond_exported, cond_inputs):
+    """The conditional export's signatures, good and bad calls, in a fresh process without keras, keras_vae or TFP."""
+    x3, y3 = cond_inputs["x3"], cond_inputs["y3"]
+    calls = {name: (name, {"x": x3, "y": y3}) for name in ("serving_default", "reconstruct", "encode", "score")}
+    calls["score/other_classes"] = ("score", {"x": x3, "y": cond_inputs["y3_other"]})
+    calls["decode"] = ("decode", {"z": cond_inputs["z"], "y": cond_inputs["y5"]})
+    for label in (3, 5):
+        calls[f"sample/{label}"] = ("sample", {"num_samples": np.int32(4), "seed": np.int32(7), "y": np.int32(label)})
+    for case, (signature, bad, _, _) in _BAD_LABELS.items():
+        calls[f"bad/{case}"] = (signature, bad)
+    return _serve(cond_exported, calls, tmp_path_factory.mktemp("conditional_served") / "call")
+
+
+def test_conditional_signatures_load_without_keras_vae_keras_or_tfp(cond_served):
+    assert cond_served["signatures"] == ["decode", "encode", "reconstruct", "sample", "score", "serving_default"]
+    assert cond_served["imported"] == []
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "reconstruct"])
+def test_conditional_reconstruct_matches_the_model(cond_served, cond_model, cond_inputs, signature):
+    x, y = cond_inputs["x3"], cond_inputs["y3"]
+    got = cond_served[signature]
+    assert set(got) == {"x_mean", "z_mean"}
+    _close(got["x_mean"], cond_model.predict((x, y), verbose=0))
+    _close(got["z_mean"], cond_model.encode(x, y).mean())
+
+
+def test_conditional_encode_matches_the_posterior(cond_served, cond_model, cond_inputs):
+    q = cond_model.encode(cond_inputs["x3"], cond_inputs["y3"])
+    got = cond_served["encode"]
+    assert set(got) == {"z_mean", "z_stddev"}
+    _close(got["z_mean"], q.mean())
+    _close(got["z_stddev"], q.stddev())
+
+
+def test_conditional_decode_matches_the_likelihood(cond_served, cond_model, cond_inputs):
+    likelihood = cond_model.decode(cond_inputs["z"], cond_inputs["y5"])
+    got = cond_served["decode"]
+    assert set(got) == {"x_mean", "x_logits"}
+    _close(got["x_mean"], likelihood.mean())
+    _close(got["x_logits"], likelihood.distribution.logits)
+    # The labels are used: the same z decodes differently for other classes.
+    assert not np.allclose(got["x_mean"], cond_model.decode(cond_inputs["z"], (cond_inputs["y5"] + 1) % 10).mean())
+
+
+def test_conditional_score_matches_importance_sampling_given_the_labels(cond_served, cond_model, cond_inputs):
+    x = cond_inputs["x3"]
+    for key, y in (("score", cond_inputs["y3"]), ("score/other_classes", cond_inputs["y3_other"])):
+        expected = cond_model.importance_sampled(x, SCORE_SAMPLES, export.SCORE_CHUNK_SIZE, seed=export.SCORE_SEED, y=y)
+        np.testing.assert_allclose(cond_served[key]["log_likelihood"], expected["iwae_bound"].numpy(), rtol=1e-5,
+                                   atol=1e-3)
+        np.testing.assert_allclose(cond_served[key]["elbo"], expected["elbo"].numpy(), rtol=1e-5, atol=1e-3)
+    assert not np.allclose(cond_served["score"]["log_likelihood"], cond_served["score/other_classes"]["log_likelihood"])
+
+
+def test_conditional_sample_draws_the_class_asked_for(cond_served, cond_model):
+    for label in (3, 5):
+        got = cond_served[f"sample/{label}"]
+        x_mean, z = cond_model.sample(4, seed=tf.constant([7, 0]), labels=label, return_latents=True)
+        assert np.asarray(got["x_mean"]).shape == (4, *EVENT_SHAPE)
+        _close(got["z"], z)
+        _close(got["x_mean"], x_mean)
+    # The same seed draws the same z; the class alone changes the images.
+    np.testing.assert_array_equal(cond_served["sample/3"]["z"], cond_served["sample/5"]["z"])
+    assert not np.allclose(cond_served["sample/3"]["x_mean"], cond_served["sample/5"]["x_mean"])
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_LABELS))
+def test_bad_labels_get_a_clear_error(cond_served, case):
+    _, _, error, message = _BAD_LABELS[case]
+    got = cond_served[f"bad/{case}"]
+    assert got.get("error") == error, got
+    assert message in got["message"], got["message"]
+
+
+def test_labels_fuzzed(cond_loaded):
+    @_FUZZ
+    @hypothesis.given(y=st.one_of(hnp.arrays(np.int32, st.integers(0, 4), elements=st.integers(-3, 12)),
+                                  _arrays((3,))))
+    def check(y):
+        _assert_error_or_finite(cond_loaded.signatures["encode"], _X_OUTPUTS["encode"], x=_X3, y=y)
+
+    check()
+
+
+def test_conditional_metadata_and_warmup(cond_exported, cond_loaded):
+    with open(os.path.join(cond_exported, export.METADATA_FILE)) as f:
+        info = json.load(f)
+    assert info["num_classes"] == NUM_CLASSES
+    labels, label = {"shape": [None], "dtype": "int32"}, {"shape": [], "dtype": "int32"}
+    for signature in ("encode", "decode", "reconstruct", "score"):
+        assert info["inputs"][signature]["y"] == labels
+    assert info["inputs"]["sample"]["y"] == label
+    assert keras_vae.VAE.from_config(info["model_config"]).num_classes == NUM_CLASSES
+    assert sorted(_replay_warmup_requests(cond_exported, cond_loaded, "c")) == sorted(cond_loaded.signatures)
+
+
+def test_saved_model_cli_shows_and_checks_the_labels(cond_exported, tmp_path):
+    shown = _cli("show", "--all", "--dir", cond_exported)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    x, y = {"x": _X_SHOWN, "y": ("DT_INT32", "(-1)")}, ("DT_INT32", "(-1)")
+    assert _shown_inputs(shown.stdout) == {
+        "encode": x, "reconstruct": x, "serving_default": x, "score": x,
+        "decode": {"z": ("DT_FLOAT", "(-1, 2)"), "y": y},
+        "sample": {"num_samples": _SCALAR_SHOWN, "seed": _SCALAR_SHOWN, "y": _SCALAR_SHOWN}}
+    sampled = _cli("run", "--dir", cond_exported, "--tag_set", "serve", "--signature_def", "sample",
+                   "--input_exprs", "num_samples=2;seed=0;y=3")
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    assert "x_mean" in sampled.stdout
+    np.save(tmp_path / "x.npy", np.zeros((2, *EVENT_SHAPE), np.float32))
+    one_label = _cli("run", "--dir", cond_exported, "--tag_set", "serve", "--signature_def", "encode",
+                     "--inputs", f"x={tmp_path / 'x.npy'}", "--input_exprs", "y=[3]")
+    assert one_label.returncode != 0
+    assert "`y` must have shape [batch]: one class index per example of `x`, which has] [2]" in one_label.stderr
+
+
+def test_export_app_exports_a_conditional_run(tmp_path, cond_model, cond_inputs):
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    cond_model.save(model_dir / "model.keras")
+    result = subprocess.run([sys.executable, "-m", "apps.export", f"--model_dir={model_dir}",
+                             f"--export_dir={tmp_path / 'export'}", "--model_name=cond", "--score_samples=5"],
+                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "they take labels y, classes in [0, 10)" in result.stdout
+    loaded = tf.saved_model.load(str(tmp_path / "export" / "cond" / "1"))
+    x, y = cond_inputs["x3"], cond_inputs["y3"]
+    _close(loaded.signatures["encode"](x=x, y=tf.constant(y))["z_mean"], cond_model.encode(x, y).mean())
+
+
+# ------------------------------------------------------------------ your own layers
+@keras.saving.register_keras_serializable(package="export_test")
+class LaplaceLikelihood(keras.layers.Layer):
+    """A user's own likelihood: independent Laplace p(x|z), its location from the decoder and
+    one learned scale. No `named_parameters` and no `support`: both are optional."""
+
+    def __init__(self, event_shape, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.event_shape = tuple(int(d) for d in event_shape)
+        self.raw_scale = self.add_weight(name="raw_scale", shape=(), initializer="zeros")
+
+    def call(self, loc):
+        loc = tf.cast(loc, tf.float32)
+        scale = tf.nn.softplus(tf.cast(self.raw_scale, tf.float32)) + 1e-3
+        laplace = tfd.Laplace(loc, tf.broadcast_to(scale, tf.shape(loc)))
+        return tfd.Independent(laplace, reinterpreted_batch_ndims=len(self.event_shape))
+
+    def get_config(self):
+        return {**super().get_config(), "event_shape": self.event_shape}
+
+
+@keras.saving.register_keras_serializable(package="export_test")
+class NamedLaplaceLikelihood(LaplaceLikelihood):
+    """The same, naming its parameters for `decode`."""
+
+    @staticmethod
+    def named_parameters(distribution):
+        return {"x_loc": distribution.distribution.loc, "x_scale": distribution.distribution.scale}
+
+
+def _own_vae(likelihood, posterior=None, prior=None):
+    posterior = posterior or keras_vae.GaussianPosterior(2)
+    return keras_vae.VAE(keras_vae.networks.mlp_encoder(EVENT_SHAPE, (16,), 4, seed=0),
+                         keras_vae.networks.mlp_decoder(2, (16,), EVENT_SHAPE, seed=1),
+                         posterior, likelihood, prior=prior, seed=0)
+
+
+def test_own_likelihood_trains_saves_reloads_and_exports(tmp_path, inputs):
+    keras.utils.set_random_seed(0)
+    model = _own_vae(LaplaceLikelihood(EVENT_SHAPE))
+    model.compile(optimizer="adam")
+    model.fit(keras_vae.data.load("digits").train[:256], epochs=1, batch_size=64, verbose=0)
+    model.save(tmp_path / "laplace.keras")
+    reloaded = keras.saving.load_model(tmp_path / "laplace.keras")  # as apps.export loads a run
+    path = export.export_saved_model(reloaded, str(tmp_path / "export"), "laplace", score_samples=SCORE_SAMPLES)
+    got = _serve(path, {"decode": ("decode", {"z": inputs["z"]}), "score": ("score", {"x": inputs["x3"]}),
+                        "reconstruct": ("reconstruct", {"x": inputs["x3"]})}, tmp_path / "call")
+    assert got["imported"] == []
+    assert set(got["decode"]) == {"x_mean"}  # no named_parameters: no extra outputs
+    _close(got["decode"]["x_mean"], model.decode(inputs["z"]).mean())
+    _close(got["reconstruct"]["x_mean"], model.predict(inputs["x3"], verbose=0))
+    expected = model.importance_sampled(inputs["x3"], SCORE_SAMPLES, export.SCORE_CHUNK_SIZE, seed=export.SCORE_SEED)
+    np.testing.assert_allclose(got["score"]["log_likelihood"], expected["iwae_bound"].numpy(), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(got["score"]["elbo"], expected["elbo"].numpy(), rtol=1e-5, atol=1e-3)
+    # Trained: the learned scale moved from its start, softplus(0) + 1e-3, and the export serves it.
+    assert not np.isclose(float(model.likelihood.raw_scale.numpy()), 0.0)
+
+
+def test_own_likelihood_named_parameters_are_decode_outputs(tmp_path, inputs):
+    model = _own_vae(NamedLaplaceLikelihood(EVENT_SHAPE))
+    loaded = tf.saved_model.load(export.export_saved_model(model, str(tmp_path), "laplace"))
+    got = loaded.signatures["decode"](z=tf.constant(inputs["z"]))
+    likelihood = model.decode(inputs["z"])
+    assert set(got) == {"x_mean", "x_loc", "x_scale"}
+    _close(got["x_loc"], likelihood.distribution.loc)
+    _close(got["x_scale"], likelihood.distribution.scale)
+    _close(got["x_mean"], likelihood.mean())
+
+
+class _NoMeanLikelihood(LaplaceLikelihood):
+    """A Laplace squashed into (0, 1): TFP has no mean for it."""
+
+    def call(self, loc):
+        squashed = tfd.TransformedDistribution(tfd.Laplace(tf.cast(loc, tf.float32), 1.0), tfb.Sigmoid())
+        return tfd.Independent(squashed, reinterpreted_batch_ndims=len(self.event_shape))
+
+
+class _TensorLikelihood(LaplaceLikelihood):
+    def call(self, loc):
+        return tf.sigmoid(loc)  # a mean, not a distribution
+
+
+class _BadParametersLikelihood(LaplaceLikelihood):
+    @staticmethod
+    def named_parameters(distribution):
+        return distribution.distribution.loc  # not a dict
+
+
+class _BadSupportLikelihood(LaplaceLikelihood):
+    support = (1.0,)
+
+
+class _TanhPosterior(keras.layers.Layer):
+    """A Gaussian squashed into (-1, 1): TFP has no mean or stddev for it."""
+    latent_dim = 2
+
+    def call(self, params):
+        normal = tfd.MultivariateNormalDiag(params[..., :2], tf.nn.softplus(params[..., 2:]) + 1e-3)
+        return tfd.TransformedDistribution(normal, tfb.Tanh())
+
+
+class _UnsampledNormal(tfd.Normal):
+    def _sample_n(self, n, seed=None):
+        raise NotImplementedError("no sampler")
+
+
+class _LogProbOnlyPrior(keras.layers.Layer):
+    def distribution(self):
+        return tfd.Independent(_UnsampledNormal(tf.zeros([2]), 1.0), reinterpreted_batch_ndims=1)
+
+
+class _NoDistributionPrior(keras.layers.Layer):
+    pass
+
+
+_MISSING_PIECES = {
+    "no_mean": (lambda: _own_vae(_NoMeanLikelihood(EVENT_SHAPE)),
+                "_NoMeanLikelihood (the likelihood) gives a Independent without mean()"),
+    "not_a_distribution": (lambda: _own_vae(_TensorLikelihood(EVENT_SHAPE)),
+                           "_TensorLikelihood (the likelihood) must give a tfd.Distribution, which decode uses. "
+                           "Received: "),
+    "named_parameters": (lambda: _own_vae(_BadParametersLikelihood(EVENT_SHAPE)),
+                         "_BadParametersLikelihood.named_parameters(distribution) must return a dict"),
+    "support": (lambda: _own_vae(_BadSupportLikelihood(EVENT_SHAPE)),
+                "_BadSupportLikelihood.support must be (low, high)"),
+    "posterior_mean": (lambda: _own_vae(LaplaceLikelihood(EVENT_SHAPE), posterior=_TanhPosterior()),
+                       "_TanhPosterior (the posterior) gives a TransformedDistribution without mean()"),
+    "prior_sample": (lambda: _own_vae(LaplaceLikelihood(EVENT_SHAPE), prior=_LogProbOnlyPrior()),
+                     "_LogProbOnlyPrior (the prior) gives a Independent without sample()"),
+    "prior_distribution": (lambda: _own_vae(LaplaceLikelihood(EVENT_SHAPE), prior=_NoDistributionPrior()),
+                           "_NoDistributionPrior (the prior) needs a distribution() method"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_MISSING_PIECES))
+def test_a_layer_missing_a_piece_gets_one_error_and_nothing_is_written(tmp_path, case):
+    make, message = _MISSING_PIECES[case]
+    with pytest.raises(TypeError) as error:
+        export.export_saved_model(make(), str(tmp_path / "export"), "m")
+    assert message in str(error.value)
+    assert not (tmp_path / "export").exists()
+
