@@ -6,15 +6,21 @@ Loads `<model_dir>/model.keras` and the test split of the dataset it was trained
 from `<model_dir>/flags.cfg`; dataset flags given here take precedence), then writes into
 `--output_dir`:
 
-| file                    | what                                                              |
-| ----------------------- | ----------------------------------------------------------------- |
-| `samples.png`           | `--num_samples` means of p(x|z), z ~ p(z), drawn with `--seed`     |
-| `reconstructions.png`   | test examples above their reconstructions                          |
-| `latent_manifold.png`   | decoded grid over the prior's quantiles of z[0], z[1] (rest at 0)  |
-| `latent_traversals.png` | the first test example, each active dimension moved by -3 ... +3   |
-| `latent_scatter.png`    | E[z|x] coloured by label; only if the dataset loader gives labels  |
-| `learning_curves.png`   | elbo / reconstruction / kl per epoch, if the run has history.csv   |
-| `collapse.json`         | `evaluation.posterior_collapse_report` on the test split            |
+| file                    | what                                                                     |
+| ----------------------- | ------------------------------------------------------------------------ |
+| `samples.png`           | `--num_samples` means of p(x|z), z ~ p(z), drawn with `--seed`           |
+| `reconstructions.png`   | the first 8 test examples above their reconstructions                    |
+| `latent_manifold.png`   | decoded grid over the prior's quantiles of the two most active latent    |
+|                         | dimensions (named on the axes; the others at 0)                          |
+| `latent_traversals.png` | the first test example, the 10 most active dimensions moved by -3 ... +3 |
+| `latent_scatter.png`    | E[z|x] coloured by label; only if the dataset loader gives labels        |
+| `learning_curves.png`   | elbo / reconstruction / kl per epoch, if the run has history.csv         |
+| `collapse.json`         | `evaluation.posterior_collapse_report` on the test split                 |
+
+A conditional run (`apps.train --conditional`) uses the test labels: each test example is
+encoded and reconstructed with its own class, `samples.png` has one row per class (the
+same z down each column), and `latent_manifold.png` is of the first test example's class.
+`--label=<class>` draws `samples.png` and `latent_manifold.png` for that class only.
 
 Files are written only once all of them are drawn, so a failure leaves `--output_dir` as it was.
 """
@@ -25,9 +31,9 @@ import tempfile
 
 from absl import flags
 
-from apps import common  # first: quiets TensorFlow's C++ logging before it loads
-import keras_vae  # noqa: F401  (registers the serializable classes)
-from keras_vae import plots
+from apps import common
+
+plots = common.LazyModule("keras_vae.plots")
 
 flags.adopt_module_key_flags(common)
 
@@ -35,15 +41,14 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder for the PNG files 
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 64, "Samples drawn for samples.png.", lower_bound=1)
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None, "Use the first N test examples only (default all).",
                                      lower_bound=1)
+_LABEL = flags.DEFINE_integer("label", None, "Conditional runs: draw samples.png and latent_manifold.png for this "
+                              "class only (default: one row of samples per class, the manifold of the first test "
+                              "example's class).", lower_bound=0)
 
 
 @flags.validator("output_dir", "must name a folder")
 def _output_dir(value):
     return value is None or bool(value.strip())
-
-
-# The data flags of the training run; --seed is not among them: here it seeds the samples.
-_DATASET_FLAGS = ("dataset", "data_dir", "validation_size", "binarize")
 
 
 def _first_missing(folder):
@@ -60,12 +65,14 @@ def main(argv):
     model_dir, output_dir = common.MODEL_DIR.value, _OUTPUT_DIR.value
     with common.one_line_errors("sample"):
         model = common.load_model(model_dir)
-        common.adopt_run_flags(model_dir, _DATASET_FLAGS)
-        splits = common.load_splits()
+        # The training run's data flags; not its --seed: here --seed seeds the samples.
+        common.adopt_run_flags(model_dir, common.DATASET_FLAGS)
+        splits = common.load_splits(bernoulli=common.is_bernoulli(model))
         x = splits.test[: _NUM_EXAMPLES.value]
         labels = splits.test_labels
         labels = None if labels is None else labels[: _NUM_EXAMPLES.value]
-        model.check_data(x)
+        _check_conditioning(model, model_dir, labels)
+        model.check_data(x, labels if model.num_classes else None)
         created = _first_missing(output_dir)
         os.makedirs(output_dir, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".sample-", dir=output_dir)
@@ -73,7 +80,8 @@ def main(argv):
             about = {"model_dir": model_dir, "dataset": common.DATASET.value, "split": "test"}
             names, report = plots.write_pictures(model, x, staging, labels=labels,
                                                  history_rows=common.history_rows(model_dir),
-                                                 num_samples=_NUM_SAMPLES.value, seed=common.SEED.value, about=about)
+                                                 num_samples=_NUM_SAMPLES.value, seed=common.SEED.value, about=about,
+                                                 label=_LABEL.value)
             for name in names:
                 os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
         except BaseException:
@@ -86,9 +94,30 @@ def main(argv):
         print(f"Wrote {os.path.join(output_dir, name)}")
     if labels is None:
         print("No latent_scatter.png: the dataset loader gives no labels")
+    if model.num_classes:  # the same choice as plots.write_pictures
+        shown = (f"class {_LABEL.value} (--label)" if _LABEL.value is not None
+                 else f"class {labels[0]}, the first test example's")
+        print(f"Conditional model: latent_manifold.png shows {shown}")
     print(report["summary"])
+
+
+def _check_conditioning(model, model_dir, labels):
+    """A conditional model needs the test labels; --label needs a conditional model and one of its classes."""
+    if model.num_classes and labels is None:
+        raise ValueError(f"{model_dir} holds a conditional VAE, which needs the test labels, and "
+                         f"{common.missing_labels()}")
+    if _LABEL.value is None:
+        return
+    if not model.num_classes:
+        raise ValueError(f"--label={_LABEL.value} is for conditional runs; {model_dir} holds an unconditional VAE")
+    if _LABEL.value >= model.num_classes:
+        raise ValueError(f"--label={_LABEL.value} is not a class of the model: its classes are 0 ... "
+                         f"{model.num_classes - 1}")
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["model_dir", "output_dir"])
-    common.run(main, "sample")
+    common.run(main, "sample", groups=[
+        common.RUN_GROUP, common.DATA_GROUP, ("pictures", ("num_samples", "num_examples", "label")),
+        ("output", ("output_dir",)),
+    ])

@@ -5,6 +5,10 @@ object API (`matplotlib.figure.Figure`, no pyplot): no display is needed and imp
 calling this module leaves matplotlib's backend and pyplot state alone. Images may be given
 as `[N, H, W]`, `[N, H, W, 1]`, `[N, H, W, 3]` or flat `[N, D]` with D a square (gray) or
 three times a square (RGB); values are clipped to [0, 1].
+
+A conditional model (`model.num_classes` set) is given the classes of x as `labels`, one per
+example, and encodes and decodes each example with its own; a picture of one class takes
+it as `label`.
 """
 
 import json
@@ -72,63 +76,157 @@ def image_grid(images, path, title=None, columns=None):
     return _save(fig, path, title)
 
 
-def reconstructions(model, x, path, num=8):
-    """Save `num` examples (top row) above their reconstruction means (bottom row)."""
+def reconstructions(model, x, path, num=8, labels=None):
+    """Save `num` examples (top row) above their reconstruction means (bottom row).
+
+    A conditional model (`model.num_classes` set) encodes and decodes each example with its
+    own class from `labels` (one per example of x).
+    """
+    labels = _condition(model, x, labels)
     x = np.asarray(x[:num])
-    pairs = np.concatenate([as_images(x), as_images(model.predict(x, verbose=0))])
+    inputs = x if labels is None else (x, labels[:num])
+    pairs = np.concatenate([as_images(x), as_images(model.predict(inputs, verbose=0))])
     return image_grid(pairs, path, title="data (top) and reconstructions", columns=len(x))
 
 
-def samples(model, path, num=64, seed=0):
-    """Save `num` draws from the model (means of p(x|z), z ~ p(z))."""
-    return image_grid(model.sample(num, seed=seed).numpy(), path, title="samples")
+def samples(model, path, num=64, seed=0, label=None):
+    """Save `num` draws from the model (means of p(x|z), z ~ p(z)).
+
+    A conditional model draws one row per class, ceil(num / num_classes) samples each, all
+    decoding the same ceil(num / num_classes) draws of z: a column shows one z (what the class
+    leaves open: slant, thickness, ...) across the classes. With `label` it draws `num`
+    samples of that class only.
+    """
+    label = _check_label(model, label)
+    if not _is_conditional(model) or label is not None:
+        title = "samples" if label is None else f"samples of class {label}"
+        return image_grid(model.sample(num, seed=seed, labels=label).numpy(), path, title=title)
+    num = checks.check_positive_int("num", num)
+    classes, per_class = model.num_classes, math.ceil(num / model.num_classes)
+    _, z = model.sample(per_class, seed=seed, labels=0, return_latents=True)  # z ~ p(z), whatever the class
+    z = np.tile(np.asarray(z), (classes, 1))  # row c: the same z, decoded with class c
+    images = as_images(model.decode(z, np.repeat(np.arange(classes), per_class)).mean().numpy())
+    fig, ax = _tiled_figure(tile_images(images, per_class), per_class)
+    height = images.shape[1]
+    ax.set_xticks([])
+    ax.set_xlabel("one z per column")  # short: the figure is about an inch per column
+    ax.set_yticks(np.arange(classes) * (height + 1) + (height - 1) / 2, [str(c) for c in range(classes)])
+    ax.set_ylabel("class")
+    return _save(fig, path, "samples by class")
 
 
-def manifold_latents(latent_dim, num=15):
+def most_active_dims(report, count=2):
+    """The `count` latent dimensions that an `evaluation.posterior_collapse_report` finds most
+    active, most active first.
+
+    Activity is `report["activity_per_dim"]`, Var_x(E[z_d|x]) (Burda et al.'s measure, as in
+    `evaluation.active_units`): how far the encoder moves z_d with the input, so the
+    dimensions along which decoded images change with the data. Ties (e.g. several
+    dimensions at 0) go to the larger `kl_per_dim`, then to the lower index.
+    """
+    activity, kl = (np.asarray(report.get(key, ()), np.float64) for key in ("activity_per_dim", "kl_per_dim"))
+    if activity.ndim != 1 or kl.shape != activity.shape or not len(activity):
+        raise ValueError("Expected a posterior_collapse_report with `activity_per_dim` and `kl_per_dim`, one "
+                         f"number per latent dimension each. Received keys {sorted(report)}")
+    order = np.lexsort((np.arange(len(activity)), -kl, -activity))  # the last key sorts first
+    return [int(d) for d in order[:count]]
+
+
+def manifold_latents(latent_dim, num=15, dims=None):
     """The `[num * num, latent_dim]` grid of z that `latent_manifold` decodes, row by row.
 
     ```none
     q_i   = Phi^-1(p_i),   p_i = 0.05, ..., 0.95 (num values evenly spaced; Phi: the N(0, 1) CDF)
-    z_rc  = (q_c, q_{num-1-r}, 0, ..., 0)     row r, column c: z[0] grows to the right, z[1] upwards
+    z_rc  = q_c in z[dims[0]], q_{num-1-r} in z[dims[1]], 0 elsewhere
+            row r, column c: z[dims[0]] grows to the right, z[dims[1]] upwards
     ```
 
-    With `latent_dim=1` there is one row (`[num, 1]`).
+    `dims` defaults to (0, 1). With `latent_dim=1` there is one row (`[num, 1]`) over z[0].
     """
     latent_dim = checks.check_positive_int("latent_dim", latent_dim)
     num = checks.check_int_at_least("num", num, 2)
+    dims = _check_manifold_dims(range(min(latent_dim, 2)) if dims is None else dims, latent_dim)
     quantiles = tfp.distributions.Normal(0.0, 1.0).quantile(np.linspace(0.05, 0.95, num, dtype=np.float32)).numpy()
     if latent_dim == 1:
         return quantiles[:, None]
     z = np.zeros((num, num, latent_dim), np.float32)
-    z[..., 0] = quantiles[None, :]
-    z[..., 1] = quantiles[::-1, None]
+    z[..., dims[0]] = quantiles[None, :]
+    z[..., dims[1]] = quantiles[::-1, None]
     return z.reshape(num * num, latent_dim)
 
 
-def latent_manifold(model, path, num=15):
+def latent_manifold(model, path, num=15, dims=None, report=None, label=None):
     """Save the decoded means of a `num` x `num` grid of z over the prior's quantiles.
 
-    z[0] varies along the columns and z[1] up the rows over the N(0, 1) quantiles of
-    0.05 ... 0.95 (Kingma & Welling, 2014, figure 4); see `manifold_latents`. For
-    `latent_dim > 2` the other dimensions are held at 0, the prior mean, so the figure is
-    one 2-D slice through z-space. The quantiles are those of the standard normal prior.
+    Two latent dimensions vary over the N(0, 1) quantiles of 0.05 ... 0.95 (Kingma &
+    Welling, 2014, figure 4), `dims[0]` along the columns and `dims[1]` up the rows, and
+    each axis is labelled with its dimension ("z[7]"); see `manifold_latents`. `dims`
+    defaults to the two most active dimensions of `report` (an
+    `evaluation.posterior_collapse_report`, see `most_active_dims`): z[0] and z[1] may be
+    unused by a trained model (collapsed to the prior), and a grid over them shows one image
+    repeated. Without `report`, a model with more than two latent dimensions needs `dims`.
+
+    The other dimensions are held at 0, the mean of the N(0, 1) prior, rather than at the
+    data's mean of E[z|x]: the figure is then a slice of the generative model p(x|z) through
+    the centre of the prior that the grid's quantiles (and `samples`) come from, and the
+    same whatever data is at hand. The two differ little after training: the KL term
+    penalises m^2 / 2 for each posterior mean m, pulling mean_x E[z|x] towards 0, and a
+    collapsed dimension has E[z_d|x] = 0 for every x. (Priors other than N(0, 1) use the
+    same reference, as `evaluation.posterior_collapse_report` does.)
+
+    A conditional model decodes every z with class `label`.
     """
-    z = manifold_latents(model.latent_dim, num)
-    images = as_images(model.decode(z).mean().numpy())
+    latent_dim = model.latent_dim
+    label = _check_label(model, label)
+    if _is_conditional(model) and label is None:
+        raise ValueError(f"A conditional VAE ({model.num_classes} classes) draws the latent grid of one class: "
+                         f"pass `label`, in [0, {model.num_classes})")
+    chosen = dims is None and report is not None
+    if chosen:
+        if len(report.get("activity_per_dim", ())) != latent_dim:
+            raise ValueError(f"`report` must be a posterior_collapse_report of this model: one activity per latent "
+                             f"dimension ({latent_dim}). Received {len(report.get('activity_per_dim', ()))}")
+        dims = most_active_dims(report, 2)
+    elif dims is None:
+        if latent_dim > 2:
+            raise ValueError(f"Choose the manifold's dimensions of the {latent_dim}: pass `dims` (two latent "
+                             "dimensions) or `report` (a posterior_collapse_report, for the two most active)")
+        dims = tuple(range(latent_dim))
+    dims = _check_manifold_dims(dims, latent_dim)
+    z = manifold_latents(latent_dim, num, dims)
+    images = as_images(_decode(model, z, label).mean().numpy())
     rows = len(z) // num
     fig, ax = _tiled_figure(tile_images(images, num), num)
     height, width = images.shape[1:3]
-    quantiles = z[:num, 0] if model.latent_dim > 1 else z[:, 0]
+    quantiles = z[:num, dims[0]]
     ax.set_xticks((np.arange(num) * (width + 1) + (width - 1) / 2)[::2], [f"{q:.2g}" for q in quantiles[::2]])
-    ax.set_xlabel("z[0]")
+    ax.set_xlabel(f"z[{dims[0]}]")
     if rows > 1:
         ax.set_yticks((np.arange(num) * (height + 1) + (height - 1) / 2)[::2],
                       [f"{q:.2g}" for q in quantiles[::-1][::2]])
-        ax.set_ylabel("z[1]")
+        ax.set_ylabel(f"z[{dims[1]}]")
     else:
         ax.set_yticks([])
-    rest = " (other dimensions at 0)" if model.latent_dim > 2 else ""
-    return _save(fig, path, f"decoded latent grid{rest}")
+    notes = ["the 2 most active dimensions"] if chosen and latent_dim > 2 else []
+    notes += ["others at 0"] if latent_dim > 2 else []
+    notes += [f"class {label}"] if label is not None else []
+    return _save(fig, path, "decoded latent grid" + (f" ({', '.join(notes)})" if notes else ""))
+
+
+def _check_manifold_dims(dims, latent_dim):
+    """`dims` as a tuple: 2 different dimensions in [0, latent_dim) (just (0,) for latent_dim 1)."""
+    count = min(latent_dim, 2)
+    try:
+        dims = tuple(dims)
+    except TypeError:
+        dims = None
+    if (dims is None or len(dims) != count
+            or any(not isinstance(d, (int, np.integer)) or isinstance(d, bool) or not 0 <= d < latent_dim
+                   for d in dims)
+            or len(set(dims)) != count):
+        raise ValueError(f"`dims` must be {count} different latent dimension{'s' * (count > 1)} in "
+                         f"[0, {latent_dim}). Received: dims={dims!r}")
+    return tuple(int(d) for d in dims)
 
 
 def latent_scatter(model, x, labels, path, batch_size=500):
@@ -137,12 +235,13 @@ def latent_scatter(model, x, labels, path, batch_size=500):
     2-D latents are drawn as they are; larger ones are projected on their first two
     principal components (axes labelled with the share of variance each explains), and a
     1-D latent is drawn against the label. Up to 20 distinct integer labels get a legend,
-    other labels a colour bar.
+    other labels a colour bar. A conditional model encodes x with `labels`, its classes:
+    E[z|x, y] then holds what the class does not say (ideally, classes overlap).
     """
     labels = np.asarray(labels)
     if labels.shape != (len(x),):
         raise ValueError(f"Expected one label per example, shape ({len(x)},). Received shape {labels.shape}")
-    means = evaluation.posterior_means(model, x, batch_size)
+    means = _posterior_means(model, x, _condition(model, x, labels), batch_size)
     if means.shape[1] == 2:
         points, axis_labels = means, ("z[0]", "z[1]")
     elif means.shape[1] == 1:
@@ -182,33 +281,37 @@ def traversal_latents(z_mean, dims, num=9, span=3.0):
     return z.reshape(len(dims) * num, len(z_mean))
 
 
-def latent_traversals(model, x, path, dims=None, num=9, span=3.0, index=0, batch_size=500):
+def latent_traversals(model, x, path, dims=None, num=9, span=3.0, index=0, batch_size=500, labels=None):
     """Save latent traversals of one input: one row per latent dimension.
 
     Row d decodes z = E[z|x_index] with z[d] moved over `-span ... +span` (in units of the
     prior's standard deviation) around its posterior mean; the middle column (odd `num`)
     is the reconstruction. `dims` defaults to the 10 (or all, if fewer) dimensions whose
     E[z_d|x] varies most over x (the activity of `evaluation.active_units`), most active first.
+    A conditional model encodes x with `labels` (one class per example) and decodes with
+    the class of x_index.
     """
     latent_dim = model.latent_dim
+    labels = _condition(model, x, labels)
     num = checks.check_int_at_least("num", num, 2)
     if not span > 0:
         raise ValueError(f"`span` must be positive. Received: span={span!r}")
     if not 0 <= index < len(x):
         raise ValueError(f"`index` must be in [0, {len(x)}). Received: index={index!r}")
-    means = evaluation.posterior_means(model, x, batch_size)
+    means = _posterior_means(model, x, labels, batch_size)
     if dims is None:
         dims = np.argsort(-np.var(means, axis=0), kind="stable")[:MAX_TRAVERSAL_DIMS].tolist()
     dims = list(dims)
     if not dims or any(not isinstance(d, (int, np.integer)) or not 0 <= d < latent_dim for d in dims):
         raise ValueError(f"`dims` must be latent dimensions in [0, {latent_dim}). Received: dims={dims!r}")
-    images = as_images(model.decode(traversal_latents(means[index], dims, num, span)).mean().numpy())
+    label = None if labels is None else int(labels[index])
+    images = as_images(_decode(model, traversal_latents(means[index], dims, num, span), label).mean().numpy())
     fig, ax = _tiled_figure(tile_images(images, num), num)
     height, width = images.shape[1:3]
     ax.set_yticks(np.arange(len(dims)) * (height + 1) + (height - 1) / 2, [f"z[{d}]" for d in dims])
     ax.set_xticks([(width - 1) / 2, (num - 1) * (width + 1) + (width - 1) / 2], [f"-{span:g}", f"+{span:g}"])
     ax.set_xlabel("offset from the posterior mean")
-    return _save(fig, path, "latent traversals")
+    return _save(fig, path, "latent traversals" + ("" if label is None else f" (class {label})"))
 
 
 def learning_curves(history, path, terms=("elbo", "reconstruction", "kl")):
@@ -272,19 +375,84 @@ def _save(fig, path, title=None):
     return path
 
 
-def write_pictures(model, x, folder, labels=None, history_rows=None, num_samples=64, seed=0, about=None):
+def _is_conditional(model):
+    return bool(getattr(model, "num_classes", None))
+
+
+def _condition(model, x, labels):
+    """The labels a conditional model encodes and decodes x with (int64 [N]), checked; None for
+    an unconditional model, which takes no labels (`latent_scatter` only colours by them)."""
+    if not _is_conditional(model):
+        return None
+    if labels is None:
+        raise ValueError(f"A conditional VAE ({model.num_classes} classes) needs `labels`: one class in "
+                         f"[0, {model.num_classes}) per example of x")
+    labels = np.asarray(labels)
+    model.check_data(np.asarray(x), labels)  # shape, range and dtype, in one line if wrong
+    return labels.astype(np.int64)
+
+
+def _check_label(model, label):
+    """`label` as an int: None, or (conditional models only) a class in [0, num_classes)."""
+    if label is None:
+        return None
+    if not _is_conditional(model):
+        raise ValueError(f"`label` is for a conditional VAE; this one has no classes. Received: label={label!r}")
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < model.num_classes:
+        raise ValueError(f"`label` must be a class in [0, {model.num_classes}). Received: label={label!r}")
+    return int(label)
+
+
+def _decode(model, z, label):
+    """p(x|z), or p(x|z, y = label) for every z of a conditional model."""
+    return model.decode(z) if label is None else model.decode(z, np.full(len(z), label, np.int64))
+
+
+# A conditional model's encoder takes (x, y): the evaluation functions get the labels then.
+def _posterior_means(model, x, labels, batch_size):
+    if labels is None:
+        return evaluation.posterior_means(model, x, batch_size)
+    return evaluation.posterior_means(model, x, batch_size, labels=labels)
+
+
+def _collapse_report(model, x, labels):
+    if labels is None:
+        return evaluation.posterior_collapse_report(model, x)
+    return evaluation.posterior_collapse_report(model, x, labels=labels)
+
+
+def write_pictures(model, x, folder, labels=None, history_rows=None, num_samples=64, seed=0, about=None,
+                   label=None):
     """Every picture of a trained model, and `collapse.json`, written into `folder`.
 
-    `samples.png`, `reconstructions.png` (of x), `latent_manifold.png`,
-    `latent_traversals.png`, `latent_scatter.png` (if `labels`), `learning_curves.png`
+    `samples.png`, `reconstructions.png` (of x), `latent_manifold.png` (over the two most
+    active latent dimensions of the collapse report), `latent_traversals.png` (of x[0], the
+    10 most active dimensions), `latent_scatter.png` (if `labels`), `learning_curves.png`
     (if `history_rows`, the rows of history.csv) and `collapse.json`
     (`evaluation.posterior_collapse_report` on x, after the entries of `about`).
+
+    A conditional model (`model.num_classes` set) needs `labels`, the classes of x: every
+    encoding and reconstruction uses each example's own class, and `samples.png` has one
+    row per class. `label` (a class) draws `samples.png` and `latent_manifold.png` for that
+    class only; by default the manifold is of the class of x[0], the example the
+    traversals move. Unconditional models take no `label`.
     Returns the names written and the collapse report.
     """
-    samples(model, os.path.join(folder, "samples.png"), num=num_samples, seed=seed)
-    reconstructions(model, x, os.path.join(folder, "reconstructions.png"))
-    latent_manifold(model, os.path.join(folder, "latent_manifold.png"))
-    latent_traversals(model, x, os.path.join(folder, "latent_traversals.png"))
+    if labels is not None and np.shape(labels) != (len(x),):
+        raise ValueError(f"Expected one label per example, shape ({len(x)},). Received shape {np.shape(labels)}")
+    condition = _condition(model, x, labels)
+    label = _check_label(model, label)
+    # First, as it checks x: bad data fails before any picture is written.
+    report = _collapse_report(model, x, condition)
+    # One class's manifold: `label`, else that of x[0], the example the traversals move (one grid per class
+    # would make a picture num_classes times as large).
+    manifold_label = int(condition[0]) if condition is not None and label is None else label
+    samples(model, os.path.join(folder, "samples.png"), num=num_samples, seed=seed, label=label)
+    reconstructions(model, x, os.path.join(folder, "reconstructions.png"), labels=condition)
+    latent_manifold(model, os.path.join(folder, "latent_manifold.png"), report=report, label=manifold_label)
+    # The report's order, so the manifold's two dimensions are the traversals' first two rows.
+    latent_traversals(model, x, os.path.join(folder, "latent_traversals.png"),
+                      dims=most_active_dims(report, MAX_TRAVERSAL_DIMS), labels=condition)
     if labels is not None:
         latent_scatter(model, x, labels, os.path.join(folder, "latent_scatter.png"))
     if history_rows:
@@ -292,7 +460,6 @@ def write_pictures(model, x, folder, labels=None, history_rows=None, num_samples
             learning_curves(history_rows, os.path.join(folder, "learning_curves.png"))
         except ValueError as error:
             raise ValueError(f"history.csv of the run: {error}") from error
-    report = evaluation.posterior_collapse_report(model, x)
     runs.write_text(os.path.join(folder, "collapse.json"), json.dumps({**(about or {}), **report}, indent=2))
     names = ("samples.png", "reconstructions.png", "latent_manifold.png", "latent_traversals.png",
              "latent_scatter.png", "learning_curves.png", "collapse.json")

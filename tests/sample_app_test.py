@@ -9,14 +9,20 @@ import keras
 import matplotlib.image
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_vae
-from apps_test import TINY, assert_ok, assert_one_line_error, run_app
+from apps_test import TINY, assert_ok, assert_one_line_error, read_flags, run_app
 from helpers import tree_digest
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PICTURES = ("latent_manifold.png", "latent_scatter.png", "latent_traversals.png", "learning_curves.png",
             "reconstructions.png", "samples.png")
+
+
+def app_splits(model_dir):
+    """The digits the app draws from: the test split with the binarization the run's flags.cfg records."""
+    return keras_vae.data.load("digits", binarize=read_flags(model_dir)["binarize"])
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +62,7 @@ def test_sample_collapse_report(sampled):
     assert report["summary"] in sampled.result.stdout
     # The same numbers as the library function on the saved model.
     model = keras.saving.load_model(os.path.join(sampled.model_dir, "model.keras"))
-    expected = keras_vae.evaluation.posterior_collapse_report(model, keras_vae.data.load("digits").test)
+    expected = keras_vae.evaluation.posterior_collapse_report(model, app_splits(sampled.model_dir).test)
     np.testing.assert_allclose(report["kl_per_dim"], expected["kl_per_dim"], rtol=1e-5)
     assert report["collapsed_dims"] == expected["collapsed_dims"]
     assert report["active_units"] == expected["active_units"]
@@ -111,3 +117,76 @@ def test_sample_bad_history_writes_nothing(sampled, tmp_path, existing):
     assert sorted(os.listdir(tmp_path)) == (["out", "run"] if existing else ["run"])
     if existing:
         assert os.listdir(output_dir) == ["samples.png"]  # no staging folder left
+
+
+def test_sample_label_needs_a_conditional_run(sampled, tmp_path):
+    result = run_app("sample", f"--model_dir={sampled.model_dir}", f"--output_dir={tmp_path / 'out'}", "--label=2")
+    assert_one_line_error(result, "sample: error: --label=2 is for conditional runs;",
+                          f"{sampled.model_dir} holds an unconditional VAE")
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+# ---------------------------------------------------------------- conditional runs
+
+
+@pytest.fixture(scope="module")
+def conditional_sampled(tmp_path_factory):
+    """A tiny conditional training run, and apps.sample's output for it: every class, then class 3 only."""
+    root = tmp_path_factory.mktemp("conditional")
+    run = types.SimpleNamespace(model_dir=str(root / "model"), output_dir=str(root / "pictures"),
+                                threes_dir=str(root / "threes"))
+    assert_ok(run_app("train", *TINY, "--conditional", f"--model_dir={run.model_dir}", "--export_dir="))
+    run.result = run_app("sample", f"--model_dir={run.model_dir}", f"--output_dir={run.output_dir}",
+                         "--num_samples=20", "--seed=3")
+    assert_ok(run.result)
+    run.threes = run_app("sample", f"--model_dir={run.model_dir}", f"--output_dir={run.threes_dir}",
+                         "--num_samples=9", "--label=3")
+    assert_ok(run.threes)
+    return run
+
+
+def test_conditional_sample_writes_every_output(conditional_sampled):
+    run = conditional_sampled
+    for folder in (run.output_dir, run.threes_dir):
+        assert sorted(os.listdir(folder)) == sorted(PICTURES + ("collapse.json",))
+        for name in PICTURES:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                assert f.read(8) == PNG_SIGNATURE, name
+            assert matplotlib.image.imread(path).std() > 0.01, name
+    # --num_samples=20 over the 10 digits: 10 rows of 2, tall; with --label=3, 9 threes in a 3 x 3 grid.
+    height, width = matplotlib.image.imread(os.path.join(run.output_dir, "samples.png")).shape[:2]
+    assert height > 2.5 * width
+    height, width = matplotlib.image.imread(os.path.join(run.threes_dir, "samples.png")).shape[:2]
+    assert 0.8 < height / width < 1.3
+    first = app_splits(run.model_dir).test_labels[0]
+    assert f"Conditional model: latent_manifold.png shows class {first}, the first test example's" in run.result.stdout
+    assert "Conditional model: latent_manifold.png shows class 3 (--label)" in run.threes.stdout
+    assert "No latent_scatter.png" not in run.result.stdout
+
+
+def test_conditional_sample_collapse_report_uses_the_labels(conditional_sampled):
+    with open(os.path.join(conditional_sampled.output_dir, "collapse.json")) as f:
+        report = json.load(f)
+    assert report["dataset"] == "digits" and report["num_examples"] == 300
+    model = keras.saving.load_model(os.path.join(conditional_sampled.model_dir, "model.keras"))
+    assert model.num_classes == 10
+    # E[z|x, y] and the KLs of q(z|x, y), by hand from the saved model's encoder.
+    splits = app_splits(conditional_sampled.model_dir)
+    q = model.encode(tf.constant(splits.test), splits.test_labels)
+    means, stddevs = q.mean().numpy(), q.stddev().numpy()
+    kl = (-np.log(stddevs) + (stddevs**2 + means**2 - 1) / 2).mean(axis=0)
+    np.testing.assert_allclose(report["kl_per_dim"], kl, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(report["activity_per_dim"], means.var(axis=0), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--label=10"], ["sample: error: --label=10 is not a class of the model: its classes are 0 ... 9"]),
+], ids=["label_out_of_range"])
+def test_conditional_sample_bad_label(conditional_sampled, tmp_path, args, fragments):
+    before = tree_digest(conditional_sampled.model_dir)
+    result = run_app("sample", f"--model_dir={conditional_sampled.model_dir}", f"--output_dir={tmp_path / 'out'}",
+                     *args)
+    assert_one_line_error(result, *fragments)
+    assert sorted(os.listdir(tmp_path)) == []
+    assert tree_digest(conditional_sampled.model_dir) == before
