@@ -23,12 +23,14 @@ import uuid
 
 from absl import flags
 
-from apps import common  # first: quiets TensorFlow's C++ logging before it loads
+from apps import common
 from apps import export as export_app
-import keras
-import keras_vae
-import tensorflow as tf
-from keras_vae import callbacks, checks, data, execution, likelihoods, plots, priors, runs
+
+keras = common.LazyModule("keras")
+tf = common.LazyModule("tensorflow")
+keras_vae = common.LazyModule("keras_vae")
+callbacks, checks, data, plots, priors, runs = (
+    common.LazyModule(f"keras_vae.{name}") for name in ("callbacks", "checks", "data", "plots", "priors", "runs"))
 
 flags.adopt_module_key_flags(common)
 flags.adopt_module_key_flags(export_app)  # --export_dir, --model_name, --version, --score_samples
@@ -42,10 +44,11 @@ _FILTERS = flags.DEFINE_list("filters", ["32", "64"], "--architecture=conv: filt
                              "convolutions (H and W must divide by 2^len); the decoder mirrors them.")
 _ACTIVATION = flags.DEFINE_enum("activation", "relu", ["relu", "tanh", "elu", "gelu", "softplus"],
                                 "Hidden-layer activation.")
-_LIKELIHOOD = flags.DEFINE_enum("likelihood", "bernoulli", sorted(likelihoods.LIKELIHOODS),
+# The choices of --likelihood, --prior and --lr_schedule are keras_vae's names, spelled out (apps.common).
+_LIKELIHOOD = flags.DEFINE_enum("likelihood", "bernoulli", ["bernoulli", "continuous_bernoulli", "discretized_logistic", "gaussian"],
                                 "p(x|z): bernoulli, continuous_bernoulli (data in [0, 1]), gaussian, "
                                 "discretized_logistic (8-bit images as k/255).")
-_PRIOR = flags.DEFINE_enum("prior", "standard_normal", sorted(priors.PRIORS),
+_PRIOR = flags.DEFINE_enum("prior", "standard_normal", ["mixture", "standard_normal", "vamp"],
                            "p(z): standard_normal; mixture (learned Gaussian mixture, --prior_components); "
                            "vamp (VampPrior, --pseudo_inputs).")
 _PRIOR_COMPONENTS = flags.DEFINE_integer("prior_components", 10, "Components of --prior=mixture.", lower_bound=1)
@@ -69,7 +72,7 @@ _KL_WARMUP_EPOCHS = flags.DEFINE_integer("kl_warmup_epochs", 0, "Epochs of linea
 _EPOCHS = flags.DEFINE_integer("epochs", 30, "Training epochs.", lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Examples per batch.", lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (initial, with a schedule).")
-_LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", callbacks.LR_SCHEDULES,
+_LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", ["constant", "burda", "burda_equal"],
                                  "constant; burda: Burda et al.'s 8 stages (x10^(-1/7) each, stage i "
                                  "3^i/3280 of --epochs); burda_equal: the same 8 rates, equal stages.")
 _MIXED_PRECISION = flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
@@ -78,7 +81,7 @@ _JIT_COMPILE = flags.DEFINE_enum("jit_compile", None, ["auto", "true", "false"],
                                  "compile's jit_compile, with Keras' meaning (auto: XLA only with an "
                                  "accelerator). Default: the VAE's choice, XLA for dense networks.")
 _STEPS_PER_EXECUTION = flags.DEFINE_integer(
-    "steps_per_execution", None, f"Train steps per compiled call (default {execution.STEPS_PER_EXECUTION}, 1 "
+    "steps_per_execution", None, "Train steps per compiled call (default 100, 1 "
     "under --strategy).", lower_bound=1)
 _IMAGE_EVERY = flags.DEFINE_integer("image_every", 5, "Write sample and reconstruction images to TensorBoard "
                                     "every N epochs (0: never).", lower_bound=0)
@@ -133,9 +136,10 @@ def _conditional_prior(values):
 
 @flags.multi_flags_validator(["likelihood", "binarize"],
                              "--likelihood=continuous_bernoulli or discretized_logistic models intensities: "
-                             "use --binarize=none")
+                             "use --binarize=none (or auto, which means none for them)")
 def _intensity_likelihood(values):
-    return values["likelihood"] not in ("continuous_bernoulli", "discretized_logistic") or values["binarize"] == "none"
+    return (values["likelihood"] not in ("continuous_bernoulli", "discretized_logistic")
+            or values["binarize"] in ("none", "auto"))
 
 
 @flags.validator("likelihood_scale", 'must be a positive number or "learned"')
@@ -201,10 +205,10 @@ def main(argv):
     del argv  # common.run rejects positional arguments
     common.quiet_logs()
     with common.one_line_errors("train"):
-        splits = common.load_splits()
+        # Resolves --binarize=auto (dynamic for the Bernoulli likelihood), so flags.cfg records the value used.
+        splits = common.load_splits(bernoulli=_LIKELIHOOD.value == "bernoulli")
         if _CONDITIONAL.value and splits.num_classes is None:
-            raise ValueError(f"--conditional needs class labels, and the {common.DATASET.value} files found have "
-                             "none (add the *-labels-idx1-ubyte.gz files)")
+            raise ValueError(f"--conditional needs class labels, and {common.missing_labels()}")
         num_classes = splits.num_classes if _CONDITIONAL.value else None
         if _DETERMINISTIC.value:
             tf.config.experimental.enable_op_determinism()
@@ -251,7 +255,7 @@ def main(argv):
         print(f"Training in {model_dir} had finished; completing the run's missing steps")
 
     with common.one_line_errors("train"):
-        _finish(model, splits, model_dir, state, is_chief, num_classes)
+        _finish(model, splits, model_dir, state, is_chief)
 
 
 def _preflight(model_dir):
@@ -345,12 +349,11 @@ def _finished_model(model_dir, state):
         return common.load_model(model_dir)
 
 
-def _finish(model, splits, model_dir, state, is_chief, num_classes):
-    """The steps after training that are not done yet: the SavedModel, then the pictures."""
-    if num_classes:
-        print("Conditional model: no pictures and no SavedModel (they do not take labels yet)")
-        state.update(pictures=True, exported="not applicable")
-        return
+def _finish(model, splits, model_dir, state, is_chief):
+    """The steps after training that are not done yet: the SavedModel, then the pictures.
+
+    Conditional models finish alike: their signatures take labels y, and
+    the pictures encode each test example with its own class (`splits.test_labels`)."""
     if export_app.EXPORT_DIR.value and is_chief and not state.get("exported"):
         path = _exported_by(state.get("run_id")) or export_app.export(model, model_dir, run_id=state.get("run_id"))
         state.update(exported=path, kill_name="state_exported")
@@ -374,4 +377,12 @@ def _exported_by(run_id):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("model_dir")
-    common.run(main, "train")
+    common.run(main, "train", groups=[
+        common.RUN_GROUP, common.DATA_GROUP,
+        ("model", ("architecture", "latent_dim", "hidden_units", "filters", "activation", "covariance", "likelihood",
+                   "likelihood_scale", "prior", "prior_components", "pseudo_inputs", "conditional")),
+        ("objective", ("objective", "num_samples", "beta", "free_bits", "kl_warmup_epochs", "kl_cycle_epochs")),
+        ("training", ("epochs", "batch_size", "learning_rate", "lr_schedule", "init_from", "mixed_precision",
+                      "jit_compile", "steps_per_execution", "strategy", "deterministic")),
+        ("output", ("image_every", "export_dir", "model_name", "version", "score_samples")),
+    ])

@@ -283,11 +283,15 @@ def test_train_conditional(tmp_path):
     model_dir = tmp_path / "model"
     result = run_app("train", *TINY, "--conditional", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'e'}")
     assert_ok(result)
-    assert "Conditional model" in result.stdout
     model = keras.saving.load_model(model_dir / "model.keras")
     assert model.num_classes == 10
     assert model.sample(3, seed=0, labels=7).shape == (3, 8, 8, 1)
-    assert not (tmp_path / "e").exists()
+    # The run exports the trained model, its signatures taking labels y.
+    version = tmp_path / "e" / "vae_digits" / "1"
+    assert f"Exported SavedModel to {version}" in result.stdout
+    x, y = tf.constant(keras_vae.data.load("digits").test[:4]), np.int32([7, 1, 0, 3])
+    z_mean = tf.saved_model.load(str(version)).signatures["encode"](x=x, y=tf.constant(y))["z_mean"]
+    np.testing.assert_allclose(z_mean.numpy(), model.encode(x, y).mean().numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("flags_", [["--architecture=conv", "--filters=8,16"], ["--prior=mixture"],
@@ -399,7 +403,7 @@ def test_evaluate_report(evaluated, trained):
     # Active units (posterior means varying by > 0.01) and the closed-form KL to N(0, I), recomputed in numpy
     # from the trained encoder's raw outputs: [loc (2), raw scale (2)], scale = softplus(raw) + 1e-4.
     model = keras.saving.load_model(os.path.join(trained.model_dir, "model.keras"))
-    params = model.encoder(keras_vae.data.load("digits").test).numpy().astype(np.float64)
+    params = model.encoder(keras_vae.data.load("digits", binarize=read_flags(trained.model_dir)["binarize"]).test).numpy().astype(np.float64)
     loc, scale = params[:, :2], np.logaddexp(0, params[:, 2:]) + 1e-4
     assert evaluated["active_units"] == int(np.sum(loc.var(axis=0) > 0.01))
     kl = 0.5 * np.sum(scale**2 + loc**2 - 1 - 2 * np.log(scale), axis=1)

@@ -26,3 +26,13 @@ def test_readme_variants_example_runs(tmp_path):
     result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_readme_own_layer_example_runs(tmp_path):
+    """"Your own layers": a user's Laplace likelihood trains, saves, reloads and exports as written."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    example = next(block for block in blocks if "class LaplaceLikelihood" in block)
+    result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "saved_models" / "vae_laplace" / "1" / "saved_model.pb").is_file()
