@@ -59,6 +59,11 @@ _LIKELIHOOD_SCALE = flags.DEFINE_string("likelihood_scale", None,
 _COVARIANCE = flags.DEFINE_enum("covariance", "diagonal", ["diagonal", "full"], "q(z|x) covariance.")
 _OBJECTIVE = flags.DEFINE_enum("objective", "elbo", ["elbo", "iwae"], "Training bound: ELBO or IWAE L_k.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "z samples per example (k).", lower_bound=1)
+# The choices are keras_vae.bounds.GRADIENT_ESTIMATORS, spelled out (apps.common).
+_GRADIENT_ESTIMATOR = flags.DEFINE_enum(
+    "gradient_estimator", "reparameterized", ["reparameterized", "stl", "dreg"],
+    "Gradient of the training bound: reparameterized; stl (sticking the landing: no score term; unbiased for the "
+    "ELBO, biased for IWAE); dreg (doubly reparameterized, unbiased for IWAE; stl for the ELBO).")
 _BETA = flags.DEFINE_float("beta", 1.0, "Weight on the KL term (beta-VAE).", lower_bound=0.0)
 _CONDITIONAL = flags.DEFINE_boolean("conditional", False, "Conditional VAE: q(z|x, y) and p(x|z, y) with the "
                                     "dataset's class labels y.")
@@ -126,6 +131,11 @@ def _one_kl_schedule(values):
 def _free_bits(values):
     return _passes(checks.free_bits_problem(values["free_bits"], values["objective"], values["covariance"],
                                             values["prior"]))
+
+
+@flags.multi_flags_validator(["gradient_estimator", "free_bits"])
+def _gradient_estimator(values):
+    return _passes(checks.gradient_estimator_problem(values["gradient_estimator"], values["free_bits"]))
 
 
 @flags.multi_flags_validator(["conditional", "prior"], "--prior=vamp cannot be --conditional: its pseudo-inputs "
@@ -226,7 +236,7 @@ def main(argv):
                 likelihood=_LIKELIHOOD.value, covariance=_COVARIANCE.value, activation=_ACTIVATION.value,
                 likelihood_scale=scale if scale in (None, "learned") else float(scale), beta=_BETA.value,
                 num_samples=_NUM_SAMPLES.value, objective=_OBJECTIVE.value, seed=common.SEED.value,
-                free_bits=_FREE_BITS.value, num_classes=num_classes,
+                free_bits=_FREE_BITS.value, num_classes=num_classes, gradient_estimator=_GRADIENT_ESTIMATOR.value,
                 prior=_prior(splits.input_shape),
             )
             model.compile(
@@ -381,7 +391,8 @@ if __name__ == "__main__":
         common.RUN_GROUP, common.DATA_GROUP,
         ("model", ("architecture", "latent_dim", "hidden_units", "filters", "activation", "covariance", "likelihood",
                    "likelihood_scale", "prior", "prior_components", "pseudo_inputs", "conditional")),
-        ("objective", ("objective", "num_samples", "beta", "free_bits", "kl_warmup_epochs", "kl_cycle_epochs")),
+        ("objective", ("objective", "num_samples", "gradient_estimator", "beta", "free_bits", "kl_warmup_epochs",
+                       "kl_cycle_epochs")),
         ("training", ("epochs", "batch_size", "learning_rate", "lr_schedule", "init_from", "mixed_precision",
                       "jit_compile", "steps_per_execution", "strategy", "deterministic")),
         ("output", ("image_every", "export_dir", "model_name", "version", "score_samples")),

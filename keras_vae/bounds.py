@@ -27,6 +27,31 @@ L_k(x) = log (1/k) sum_i w_i      with  ELBO = L_1 <= L_k <= L_{k+1} <= log p(x)
 estimate of log p(x) itself. `beta` scales the prior term: `reconstruction - beta * kl`
 (beta-VAE), and in L_k it scales log p(z) - log q(z|x) inside each weight.
 
+#### Gradient estimators
+
+With z = z(eps, phi) reparameterized, the gradient of log w_i in the encoder's parameters
+phi has a path term, through z, and a score term, -beta d/dphi log q(z|x) at fixed z. The
+three estimators (`gradient_estimator`) change only the gradient of the `objective`; every
+reported value is the same:
+
+- `"reparameterized"`: both terms (Kingma & Welling; Burda et al.).
+- `"stl"`, sticking the landing [3]: the score term is dropped (`path_log_prob`). For
+  the ELBO its expectation is zero, so the estimator stays unbiased for any beta, and its
+  encoder gradient is exactly 0 when q(z|x) is the true posterior and beta = 1. The ELBO's
+  gradient then comes from the sampled log p(x|z) + beta (log p(z) - log q(z|x)), also with
+  `analytic_kl` (whose reported `kl` stays the closed form). For L_k with k > 1 the dropped
+  term does not average to zero: STL is biased for the IWAE objective [4].
+- `"dreg"`, doubly reparameterized [4]: for L_k, the score term is rewritten as its
+  expectation's path form, so the encoder's path gradient through z_i is weighted by
+  (1 - beta) w~_i + beta w~_i^2, w~_i = w_i / sum_j w_j the objective's normalised
+  (beta-weighted) weights, instead of w~_i (`scaled_gradient`): unbiased for
+  d/dphi E[L_k], for any beta; w~_i^2 at beta = 1. The decoder's and the prior's
+  gradients are the reparameterized ones. For the ELBO (the weights are 1/k, constants)
+  DReG is STL, and so is it for L_1.
+
+The KL floor of `free_bits` works on the closed-form KL, whose gradient STL and DReG
+replace: they are refused together.
+
 All functions return one value per example, in nats.
 
 #### References
@@ -34,6 +59,10 @@ All functions return one value per example, in nats.
 [1]: Diederik P. Kingma and Max Welling. Auto-Encoding Variational Bayes. ICLR 2014.
 [2]: Yuri Burda, Roger Grosse and Ruslan Salakhutdinov. Importance Weighted
      Autoencoders. ICLR 2016.
+[3]: Geoffrey Roeder, Yuhuai Wu and David Duvenaud. Sticking the Landing: Simple,
+     Lower-Variance Gradient Estimators for Variational Inference. NeurIPS 2017.
+[4]: George Tucker, Dieterich Lawson, Shixiang Gu and Chris J. Maddison. Doubly
+     Reparameterized Gradient Estimators for Monte Carlo Objectives. ICLR 2019.
 """
 
 import math
@@ -41,11 +70,12 @@ import math
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_vae import posteriors
+from keras_vae import checks, posteriors
 
 tfd = tfp.distributions
 
 OBJECTIVES = ("elbo", "iwae")
+GRADIENT_ESTIMATORS = ("reparameterized", "stl", "dreg")
 
 
 def log_mean_exp(x, axis=0):
@@ -80,8 +110,58 @@ def kl_divergence(q, p, z=None, log_qz=None, log_pz=None):
     return tf.reduce_mean(log_qz - log_pz, axis=0)
 
 
+def path_log_prob(distribution, sample):
+    """`distribution.log_prob(sample)`, its gradient kept only along the path through `sample`.
+
+    d/dphi log q(z(phi); phi) = path term (through z) + score term (through q's parameters
+    at fixed z). The score term is the gradient of log q(stop_gradient(z)); subtracting
+    that, less its own value, removes it and leaves the value exact (x - stop_gradient(x)
+    is 0). `sample` may be a structure matching `distribution` (a joint distribution of
+    several stochastic layers): `distribution.log_prob` must then compute each layer's
+    conditional from the samples it is given, so that stopping a sample keeps the path
+    through the layers conditioned on it and drops only the direct dependence on phi.
+    """
+    held = distribution.log_prob(tf.nest.map_structure(tf.stop_gradient, sample))
+    return distribution.log_prob(sample) - (held - tf.stop_gradient(held))
+
+
+def scaled_gradient(sample):
+    """`(sample, set_scale)`: an identity on `sample` (a tensor or structure of [k, B, ...] tensors)
+    whose backward pass multiplies the gradient reaching each sample by `scale`, a [k, B] tensor
+    given to `set_scale(scale)` before the gradient is taken and held constant.
+
+    The scale is set after the forward pass because DReG's weights depend on the log weights,
+    which are computed from this very sample: so the decoder runs once.
+    """
+    scale = []
+
+    @tf.custom_gradient
+    def identity(z):
+        def grad(upstream):
+            if not scale:
+                raise ValueError("scaled_gradient: set_scale was not called before the gradient was taken")
+            factor = tf.cast(tf.stop_gradient(scale[0]), upstream.dtype)
+            return upstream * tf.reshape(factor, tf.concat(
+                [tf.shape(factor), tf.ones([upstream.shape.rank - factor.shape.rank], tf.int32)], 0))
+        return tf.identity(z), grad
+
+    return tf.nest.map_structure(identity, sample), scale.append
+
+
+def _value_with_gradient_of(value, surrogate):
+    """`value`, with the gradient of `surrogate`: exactly `value`, as surrogate - stop_gradient(surrogate) is 0."""
+    return tf.stop_gradient(value) + (surrogate - tf.stop_gradient(surrogate))
+
+
+def _check_reparameterized(posterior, gradient_estimator):
+    kinds = tf.nest.flatten(posterior.reparameterization_type)
+    if any(kind != tfd.FULLY_REPARAMETERIZED for kind in kinds):
+        raise ValueError(f"gradient_estimator={gradient_estimator!r} needs a reparameterized posterior; "
+                         f"{type(posterior).__name__} is not")
+
+
 def bound_terms(x, posterior, prior, decode, *, num_samples=1, seed=None, analytic_kl=True,
-                beta=1.0, objective="elbo", free_bits=0.0):
+                beta=1.0, objective="elbo", free_bits=0.0, gradient_estimator="reparameterized"):
     """ELBO terms, and the training objective, per example.
 
     Args:
@@ -100,6 +180,10 @@ def bound_terms(x, posterior, prior, decode, *, num_samples=1, seed=None, analyt
             mean(reconstruction) - beta * sum_d max(λ, mean_batch KL_d), so dimensions
             below λ nats feel no pull towards the prior. Diagonal Gaussian q and p only.
             The reported `kl` and `elbo` are unchanged.
+        gradient_estimator: the gradient of `objective`, one of `GRADIENT_ESTIMATORS`:
+            `"reparameterized"`, `"stl"` or `"dreg"` (see the module docstring). The values
+            returned do not depend on it. STL and DReG need a reparameterized posterior
+            and no free bits.
 
     Returns:
         A dict of [B] tensors: `reconstruction` (mean log p(x|z)), `kl`, `elbo`
@@ -108,9 +192,20 @@ def bound_terms(x, posterior, prior, decode, *, num_samples=1, seed=None, analyt
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"`objective` must be one of {OBJECTIVES}. Received: objective={objective!r}")
+    checks.check_one_of("gradient_estimator", gradient_estimator, GRADIENT_ESTIMATORS)
+    checks.raise_if(checks.gradient_estimator_problem(gradient_estimator, free_bits))
+    reparameterized = gradient_estimator == "reparameterized"
+    if not reparameterized:
+        _check_reparameterized(posterior, gradient_estimator)
     z = posteriors.sample(posterior, num_samples, seed=seed)
-    log_px_z = decode(z).log_prob(x)
-    log_qz, log_pz = posterior.log_prob(z), prior.log_prob(z)
+    # DReG on L_k: the decoder, the prior and the surrogate log q see z through an identity whose
+    # gradient is rescaled below, once the weights are known. For the ELBO, DReG is STL.
+    z_in, set_scale = scaled_gradient(z) if gradient_estimator == "dreg" and objective == "iwae" else (z, None)
+    log_px_z = decode(z_in).log_prob(x)
+    log_pz = prior.log_prob(z_in)
+    # The reported values take log q at z itself, as the reparameterized estimator does (a Gaussian's
+    # log_prob of its own sample reuses the noise; at a copy of z it solves for it, equal to rounding).
+    log_qz = posterior.log_prob(z)
     kl = closed_form_kl(posterior, prior) if analytic_kl else None
     if kl is None:
         kl = kl_divergence(posterior, prior, z, log_qz, log_pz)
@@ -120,7 +215,19 @@ def bound_terms(x, posterior, prior, decode, *, num_samples=1, seed=None, analyt
         terms["objective"] = reconstruction - beta * (kl if not free_bits else _free_bits_kl(posterior, prior, free_bits))
     else:
         terms["iwae_bound"] = log_mean_exp(log_px_z + log_pz - log_qz, axis=0)
-        terms["objective"] = log_mean_exp(log_px_z + beta * (log_pz - log_qz), axis=0)
+        log_w = log_px_z + beta * (log_pz - log_qz)
+        terms["objective"] = log_mean_exp(log_w, axis=0)
+    if reparameterized:
+        return terms
+    # STL and DReG: the objective's value, differentiated as the same bound of the sampled log
+    # weights with log q's score term removed.
+    log_w_path = log_px_z + beta * (log_pz - path_log_prob(posterior, z_in))
+    surrogate = tf.reduce_mean(log_w_path, axis=0) if objective == "elbo" else log_mean_exp(log_w_path, axis=0)
+    terms["objective"] = _value_with_gradient_of(terms["objective"], surrogate)
+    if set_scale is not None:
+        # The objective weights sample i's gradient by w~_i already; DReG's path weight is
+        # (1 - beta) w~_i + beta w~_i^2, so the gradient reaching z_i is scaled by (1 - beta) + beta w~_i.
+        set_scale((1.0 - beta) + beta * tf.nn.softmax(log_w, axis=0))
     return terms
 
 

@@ -23,8 +23,8 @@ def mlp_vae(input_shape, latent_dim, hidden_units=(200, 200), likelihood="bernou
         activation: hidden-layer activation (`"tanh"` as in Burda et al., `"relu"`, ...).
         likelihood_scale: scale of a Gaussian or discretized logistic likelihood: a float or
             `"learned"`; None for the family's default (1.0 and `"learned"`).
-        **kwargs: passed to `VAE` (`beta`, `num_samples`, `objective`, `prior`,
-            `num_classes` for a conditional VAE, ...). An integer `seed` fixes the
+        **kwargs: passed to `VAE` (`beta`, `num_samples`, `objective`, `gradient_estimator`,
+            `prior`, `num_classes` for a conditional VAE, ...). An integer `seed` fixes the
             networks' initial weights as well as the model's z noise.
 
     Example:

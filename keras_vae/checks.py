@@ -94,6 +94,15 @@ def iwae_samples_problem(objective, num_samples):
     return None
 
 
+def gradient_estimator_problem(gradient_estimator, free_bits):
+    """STL and DReG differentiate the sampled log q(z|x) - log p(z) in place of the closed-form KL,
+    which is what free bits floor: the two do not combine."""
+    if free_bits and gradient_estimator != "reparameterized":
+        return (f"free bits floor the closed-form KL, whose gradient gradient_estimator={gradient_estimator!r} "
+                f"replaces; use gradient_estimator='reparameterized' with free_bits={free_bits!r}")
+    return None
+
+
 def raise_if(problem):
     """Raise `ValueError(problem)` unless `problem` is None."""
     if problem is not None:

@@ -54,6 +54,12 @@ class VAE(keras.Model):
             posterior collapse: the loss is -(reconstruction - beta * sum_d max(λ, KL_d)),
             KL_d averaged over the batch. `elbo` and `kl` are still reported exactly.
             Needs the ELBO objective, a diagonal posterior and the standard normal prior.
+        gradient_estimator: how `train_step` differentiates the objective: `"reparameterized"`
+            (default); `"stl"`, sticking the landing (Roeder et al., 2017: drops the score
+            term of log q(z|x), unbiased for the ELBO, biased for L_k with k > 1); `"dreg"`,
+            doubly reparameterized (Tucker et al., 2019: unbiased for L_k, the same as STL
+            for the ELBO). Only the encoder's gradient changes; every reported value is the
+            same (`keras_vae.bounds`). STL and DReG take no free bits.
 
     `fit`, `evaluate`, `predict`, `train_on_batch`, `test_on_batch` and `predict_on_batch`
     work as in Keras. Batches may carry sample weights (`fit(x, sample_weight=w)`, or
@@ -72,7 +78,8 @@ class VAE(keras.Model):
     """
 
     def __init__(self, encoder, decoder, posterior, likelihood, prior=None, beta=1.0, num_samples=1,
-                 objective="elbo", analytic_kl=True, seed=None, free_bits=0.0, num_classes=None, **kwargs):
+                 objective="elbo", analytic_kl=True, seed=None, free_bits=0.0, num_classes=None,
+                 gradient_estimator="reparameterized", **kwargs):
         beta = checks.check_non_negative("beta", beta)
         num_samples = checks.check_positive_int("num_samples", num_samples)
         checks.check_one_of("objective", objective, bounds.OBJECTIVES)
@@ -85,6 +92,8 @@ class VAE(keras.Model):
                 f"single-input networks; num_classes={num_classes!r} but the encoder and decoder take "
                 f"{networks_inputs[0]} and {networks_inputs[1]} inputs")
         free_bits = checks.check_non_negative("free_bits", free_bits)
+        checks.check_one_of("gradient_estimator", gradient_estimator, bounds.GRADIENT_ESTIMATORS)
+        checks.raise_if(checks.gradient_estimator_problem(gradient_estimator, free_bits))
         prior_name = "standard_normal" if isinstance(prior, (type(None), priors.StandardNormalPrior)) else type(
             prior).__name__
         checks.raise_if(checks.free_bits_problem(free_bits, objective, getattr(posterior, "covariance", None),
@@ -102,6 +111,7 @@ class VAE(keras.Model):
         self.seed = seed
         self.free_bits = free_bits
         self.num_classes = num_classes
+        self.gradient_estimator = gradient_estimator
         self._seed_generator = keras.random.SeedGenerator(seed)
         # The KL weight in use: beta, or less during a KL warm-up (see `KLWarmup`).
         self.kl_weight = self.add_weight(
@@ -187,8 +197,9 @@ class VAE(keras.Model):
         x = likelihood.mean() if mean else likelihood.sample(seed=x_seed)
         return (x, z) if return_latents else x
 
-    def compute_terms(self, x, num_samples=None, objective=None, seed=None, y=None):
-        """Per-example `elbo`, `reconstruction`, `kl` and `objective` (see `bounds.bound_terms`)."""
+    def compute_terms(self, x, num_samples=None, objective=None, seed=None, y=None, gradient_estimator=None):
+        """Per-example `elbo`, `reconstruction`, `kl` and `objective` (see `bounds.bound_terms`);
+        `num_samples`, `objective` and `gradient_estimator` default to the model's."""
         return bounds.bound_terms(
             tf.cast(self._check_shape(x), tf.float32),
             self.encode(x, y),
@@ -200,6 +211,7 @@ class VAE(keras.Model):
             beta=self.kl_weight,
             objective=objective or self.objective,
             free_bits=self.free_bits if (objective or self.objective) == "elbo" else 0.0,
+            gradient_estimator=gradient_estimator or self.gradient_estimator,
         )
 
     def importance_sampled(self, x, num_samples, chunk_size=None, seed=None, y=None, return_log_weights=False):
@@ -466,6 +478,7 @@ class VAE(keras.Model):
             "seed": self.seed,
             "free_bits": self.free_bits,
             "num_classes": self.num_classes,
+            "gradient_estimator": self.gradient_estimator,
         }
         return {"name": self.name, "trainable": self.trainable, **config}
 
