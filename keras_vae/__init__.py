@@ -20,6 +20,7 @@ from keras_vae import (  # noqa: E402
     evaluation,
     execution,
     export,
+    hierarchical,
     likelihoods,
     networks,
     plots,
@@ -38,6 +39,13 @@ from keras_vae.posteriors import GaussianPosterior  # noqa: E402
 from keras_vae.priors import MixtureOfGaussiansPrior, StandardNormalPrior, VampPrior  # noqa: E402
 from keras_vae.builders import conv_vae, mlp_vae  # noqa: E402
 from keras_vae.models import VAE  # noqa: E402
+from keras_vae.hierarchical import (  # noqa: E402
+    HierarchicalPosterior,
+    HierarchicalPrior,
+    LatentBlock,
+    LatentChain,
+    hierarchical_vae,
+)
 
 __version__ = "0.1.0"
 
@@ -49,9 +57,13 @@ __all__ = [
     "DiscretizedLogisticLikelihood",
     "GaussianLikelihood",
     "GaussianPosterior",
+    "HierarchicalPosterior",
+    "HierarchicalPrior",
     "ImageLogger",
     "KLCyclical",
     "KLWarmup",
+    "LatentBlock",
+    "LatentChain",
     "MixtureOfGaussiansPrior",
     "StandardNormalPrior",
     "VampPrior",
@@ -65,6 +77,8 @@ __all__ = [
     "evaluation",
     "execution",
     "export",
+    "hierarchical",
+    "hierarchical_vae",
     "likelihoods",
     "mlp_vae",
     "networks",

@@ -131,3 +131,20 @@ def conv_decoder(latent_dim, filters, output_shape, hidden_units=(256,), activat
     outputs = keras.layers.Conv2DTranspose(channels, 3, strides=2, padding="same", dtype="float32",
                                            kernel_initializer=next(kernels), name="likelihood_params")(h)
     return keras.Model(inputs, outputs, name=name)
+
+
+def mlp(input_size, hidden_units, output_size, activation="relu", seed=None, name="mlp"):
+    """A vector [B, input_size] -> Dense layers -> [B, output_size] network (float32 outputs).
+
+    The links of a hierarchical model (`keras_vae.hierarchical`): the parameters of
+    q(z_{l+1}|z_l) from z_l, or of p(z_l|z_{l+1}) from z_{l+1}. `hidden_units` may be empty
+    (one affine map).
+    """
+    kernels = _kernel_initializers(seed)
+    inputs = keras.Input(shape=(checks.check_positive_int("input_size", input_size),), name="inputs")
+    h = inputs
+    for i, units in enumerate(checks.check_positive_ints("hidden_units", hidden_units)):
+        h = keras.layers.Dense(units, activation=activation, kernel_initializer=next(kernels), name=f"hidden_{i}")(h)
+    outputs = keras.layers.Dense(checks.check_positive_int("output_size", output_size), dtype="float32",
+                                 kernel_initializer=next(kernels), name="params")(h)
+    return keras.Model(inputs, outputs, name=name)
