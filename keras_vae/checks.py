@@ -10,7 +10,8 @@ import math
 import numbers
 
 
-def _is_int(value):
+def is_int(value):
+    """True for an integer (bools are not integers here)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -20,7 +21,7 @@ def _is_real(value):
 
 def check_positive_int(name, value):
     """`value` as an int >= 1 (bools are not integers here)."""
-    if not (_is_int(value) and value >= 1):
+    if not (is_int(value) and value >= 1):
         raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
     return int(value)
 
@@ -28,14 +29,14 @@ def check_positive_int(name, value):
 def check_positive_ints(name, values):
     """`values` as a tuple of ints >= 1."""
     values = tuple(values)
-    if not all(_is_int(v) and v >= 1 for v in values):
+    if not all(is_int(v) and v >= 1 for v in values):
         raise ValueError(f"`{name}` must be positive integers. Received: {name}={values!r}")
     return tuple(int(v) for v in values)
 
 
 def check_int_at_least(name, value, minimum):
     """`value` as an int >= `minimum` (bools are not integers here)."""
-    if not (_is_int(value) and value >= minimum):
+    if not (is_int(value) and value >= minimum):
         raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
     return int(value)
 

@@ -239,7 +239,7 @@ def load(name, data_dir=None, validation_size=None, binarize="none", seed=0, ima
 def _hold_out(source, x, labels, size, option, minimum=0):
     """((x, labels) kept, (x, labels) held out): the last `size` examples are held out, at least
     `minimum` of them and at least one kept; labels may be None."""
-    if not (checks._is_int(size) and minimum <= size < len(x)):
+    if not (checks.is_int(size) and minimum <= size < len(x)):
         raise ValueError(
             f"`{option}` must be in [{minimum}, {len(x)}) for {source}. Received: {option}={size!r}"
         )
