@@ -35,11 +35,17 @@ callbacks, checks, data, plots, priors, runs = (
 flags.adopt_module_key_flags(common)
 flags.adopt_module_key_flags(export_app)  # --export_dir, --model_name, --version, --score_samples
 
-_LATENT_DIM = flags.DEFINE_integer("latent_dim", 8, "Size of z.", lower_bound=1)
+_LATENT_DIM = flags.DEFINE_list(
+    "latent_dim", ["8"], "Size of z; several comma-separated sizes stack stochastic layers, z_1 (next to x) first: "
+    "100,50 with --hidden_units=100,100 --link_units=50,50 --activation=tanh is Burda et al.'s two-layer model "
+    "(keras_vae.hierarchical_vae; --architecture=mlp, --prior=standard_normal, --covariance=diagonal).")
 _ARCHITECTURE = flags.DEFINE_enum("architecture", "mlp", ["mlp", "conv"],
                                   "mlp: Dense layers on flattened x; conv: stride-2 convolutions on images "
                                   "(H, W, C), then --hidden_units Dense layers.")
 _HIDDEN_UNITS = flags.DEFINE_list("hidden_units", ["128", "128"], "Encoder widths; the decoder mirrors them.")
+_LINK_UNITS = flags.DEFINE_list(
+    "link_units", None, "With several --latent_dim sizes: widths of the networks between stochastic layers, "
+    "q(z_l+1|z_l) and, reversed, p(z_l|z_l+1), the same for every pair of layers (default: --hidden_units).")
 _FILTERS = flags.DEFINE_list("filters", ["32", "64"], "--architecture=conv: filters of the encoder's stride-2 "
                              "convolutions (H and W must divide by 2^len); the decoder mirrors them.")
 _ACTIVATION = flags.DEFINE_enum("activation", "relu", ["relu", "tanh", "elu", "gelu", "softplus"],
@@ -113,6 +119,34 @@ def _units(value):
 @flags.validator("filters", "must be a comma-separated list of positive integers, e.g. 32,64")
 def _filters(value):
     return bool(value) and _units(value)
+
+
+@flags.validator("latent_dim", "must be a comma-separated list of positive integers, one per stochastic layer, "
+                 "e.g. 50 or 100,50")
+def _latent_dims(value):
+    return bool(value) and _units(value)
+
+
+@flags.validator("link_units", "must be a comma-separated list of positive integers, e.g. 50,50")
+def _link_units(value):
+    return value is None or _units(value)
+
+
+@flags.multi_flags_validator(["latent_dim", "link_units", "architecture", "prior", "covariance"])
+def _stacked_layers(values):
+    """Several stochastic layers: keras_vae.hierarchical_vae (MLPs, its own prior, diagonal Gaussians)."""
+    if len(values["latent_dim"]) == 1:
+        if values["link_units"] is not None:
+            raise flags.ValidationError("--link_units needs several stochastic layers, e.g. --latent_dim=100,50")
+        return True
+    wanted = {"architecture": "mlp", "prior": "standard_normal", "covariance": "diagonal"}
+    wrong = [f"--{name}={values[name]}" for name, value in wanted.items() if values[name] != value]
+    if wrong:
+        raise flags.ValidationError(
+            f"several stochastic layers (--latent_dim={','.join(values['latent_dim'])}) are built with "
+            f"--architecture=mlp, --prior=standard_normal (p(z_n) = N(0, I), the layers below conditional) and "
+            f"--covariance=diagonal; received {', '.join(wrong)}")
+    return True
 
 
 def _passes(problem):
@@ -192,7 +226,7 @@ def _worker_dir(strategy, model_dir):
 def _prior(input_shape):
     """The prior layer the --prior flags describe."""
     options = {"mixture": {"num_components": _PRIOR_COMPONENTS.value}, "vamp": {"num_pseudo_inputs": _PSEUDO_INPUTS.value}}
-    return priors.make_prior(_PRIOR.value, _LATENT_DIM.value, input_shape, **options.get(_PRIOR.value, {}))
+    return priors.make_prior(_PRIOR.value, int(_LATENT_DIM.value[0]), input_shape, **options.get(_PRIOR.value, {}))
 
 
 def init_from(model, model_dir):
@@ -209,6 +243,21 @@ def init_from(model, model_dir):
                              f"flags build {shapes[1]}; use the architecture flags of its flags.cfg")
     for target, source in zip(mine, theirs):
         target.assign(source)
+
+
+def _architecture(input_shape):
+    """The builder the model flags name, with its architecture's arguments bound."""
+    latent_dims = [int(d) for d in _LATENT_DIM.value]
+    hidden_units = [int(u) for u in _HIDDEN_UNITS.value]
+    if len(latent_dims) > 1:
+        links = [int(u) for u in _LINK_UNITS.value] if _LINK_UNITS.value is not None else hidden_units
+        return functools.partial(keras_vae.hierarchical_vae, input_shape, latent_dims,
+                                 hidden_units=[hidden_units] + [links] * (len(latent_dims) - 1))
+    flat = dict(hidden_units=hidden_units, covariance=_COVARIANCE.value, prior=_prior(input_shape))
+    if _ARCHITECTURE.value == "conv":
+        return functools.partial(keras_vae.conv_vae, input_shape, latent_dims[0],
+                                 filters=[int(f) for f in _FILTERS.value], **flat)
+    return functools.partial(keras_vae.mlp_vae, input_shape, latent_dims[0], **flat)
 
 
 def main(argv):
@@ -228,16 +277,11 @@ def main(argv):
         model_dir, is_chief = _worker_dir(strategy, common.MODEL_DIR.value)
         scale = _LIKELIHOOD_SCALE.value
         with strategy.scope():
-            hidden_units = [int(u) for u in _HIDDEN_UNITS.value]
-            architecture = (functools.partial(keras_vae.conv_vae, filters=[int(f) for f in _FILTERS.value])
-                            if _ARCHITECTURE.value == "conv" else keras_vae.mlp_vae)
-            model = architecture(
-                splits.input_shape, _LATENT_DIM.value, hidden_units=hidden_units,
-                likelihood=_LIKELIHOOD.value, covariance=_COVARIANCE.value, activation=_ACTIVATION.value,
+            model = _architecture(splits.input_shape)(
+                likelihood=_LIKELIHOOD.value, activation=_ACTIVATION.value,
                 likelihood_scale=scale if scale in (None, "learned") else float(scale), beta=_BETA.value,
                 num_samples=_NUM_SAMPLES.value, objective=_OBJECTIVE.value, seed=common.SEED.value,
                 free_bits=_FREE_BITS.value, num_classes=num_classes, gradient_estimator=_GRADIENT_ESTIMATOR.value,
-                prior=_prior(splits.input_shape),
             )
             model.compile(
                 optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),
@@ -389,7 +433,7 @@ if __name__ == "__main__":
     flags.mark_flag_as_required("model_dir")
     common.run(main, "train", groups=[
         common.RUN_GROUP, common.DATA_GROUP,
-        ("model", ("architecture", "latent_dim", "hidden_units", "filters", "activation", "covariance", "likelihood",
+        ("model", ("architecture", "latent_dim", "hidden_units", "link_units", "filters", "activation", "covariance", "likelihood",
                    "likelihood_scale", "prior", "prior_components", "pseudo_inputs", "conditional")),
         ("objective", ("objective", "num_samples", "gradient_estimator", "beta", "free_bits", "kl_warmup_epochs",
                        "kl_cycle_epochs")),
