@@ -6,7 +6,9 @@ dimension B is free and every output is named:
 
 | signature         | inputs                                  | outputs                                                |
 | ----------------- | --------------------------------------- | ------------------------------------------------------ |
-| `encode`          | `x` [B, *event] (, `y` [B])             | `z_mean`, `z_stddev` [B, L]: q(z|x)                     |
+| `encode`          | `x` [B, *event] (, `y` [B])             | `z_mean`, `z_stddev` [B, L]: q(z|x); hierarchical      |
+|                   |                                         | models also `z_1_mean`, `z_1_stddev`, ..., `z_n_mean`, |
+|                   |                                         | `z_n_stddev` [B, L_l], one pair per stochastic layer   |
 | `decode`          | `z` [B, L] (, `y` [B])                  | `x_mean` [B, *event]: mean of p(x|z); its parameters:  |
 |                   |                                         | `x_logits` (Bernoulli, continuous Bernoulli), `x_scale` |
 |                   |                                         | (Gaussian), `x_loc`, `x_scale` (discretized logistic)  |
@@ -14,6 +16,18 @@ dimension B is free and every output is named:
 | `sample`          | `num_samples`, `seed` (, `y`): scalars  | `x_mean` [n, *event], `z` [n, L], z ~ p(z)            |
 | `score`           | `x` [B, *event] (, `y` [B])             | `elbo`, `log_likelihood` [B], nats                     |
 | `serving_default` | the same as `reconstruct`               |                                                        |
+
+For a hierarchical model (`keras_vae.hierarchical_vae`), z = [z_1, ..., z_n] is the
+concatenation of its n stochastic layers, of sizes L_1, ..., L_n (the metadata's
+`latent_dims`; `[L]` for a model with one layer), and `z_mean`, `z_stddev`, `decode`'s
+`z` and `sample`'s `z` are all over that concatenation. `encode`'s per-layer outputs
+split it: `z_1_mean` and `z_1_stddev` are E[z_1|x] and its stddev, exact; for a layer
+above, `z_{l+1}_mean` and `z_{l+1}_stddev` are the moments of q(z_{l+1}|z_l) at
+z_l = `z_l_mean`, a plug-in (Burda et al.'s statistic for active units): not E[z_{l+1}|x]
+unless q's link is affine, and without the spread the layers below add to the marginal
+(see `keras_vae.hierarchical.LatentChain`). `z_mean` is their concatenation, the z that
+`reconstruct` decodes (p(x|z) reads z_1 only). `sample` draws from the top: z_n from
+N(0, I), then each layer below from p(z_l|z_{l+1}), down to z_1, which it decodes.
 
 The inputs in parentheses belong to conditional models (`num_classes` = C) only, and are
 then required: `y` holds one class index in [0, C) per example, and `sample` takes one
@@ -33,9 +47,10 @@ wrong rank or size, an empty batch, NaN or inf, values outside the likelihood's 
 (e.g. [0, 1] for a Bernoulli model), labels outside [0, C) or not one per example,
 `num_samples` outside [1, MAX_SAMPLES], a `score` batch over MAX_SCORE_BATCH raise
 `InvalidArgumentError` saying what was expected. `assets.extra/keras_vae.json` records
-the same input shapes and dtypes, along with the model config, dataset, training metrics
-and versions. `assets.extra/tf_serving_warmup_requests` holds one request per signature,
-which TF Serving replays when it loads the model, so the first real request is not the
+the same input shapes and dtypes and the latent's layer sizes (`latent_dims`), along with
+the model config, dataset, training metrics and versions.
+`assets.extra/tf_serving_warmup_requests` holds one request per signature, which TF
+Serving replays when it loads the model, so the first real request is not the
 slow one.
 
 Versions are integers that only go up. A version is written to a hidden folder and
@@ -51,7 +66,11 @@ A `VAE` takes any posterior, likelihood and prior layers that provide the follow
 - **Posterior** q(z|x): a `latent_dim` attribute, and `call(params)` returning a
   `tfd.Distribution` over z with batch shape [B] and event shape [L] whose `sample` is
   reparameterized and which has `log_prob` (training). Export: its `mean()` and
-  `stddev()`, `encode`'s outputs.
+  `stddev()`, `encode`'s outputs. Optional: `block_moments()` on the distribution,
+  returning `(means, stddevs)`, two lists of n Tensors [B, L_l] whose sizes sum to L (as
+  `keras_vae.hierarchical.LatentChain` does): `encode` then also returns them as
+  `z_1_mean`, `z_1_stddev`, ..., `z_n_mean`, `z_n_stddev`. The sizes L_l are the layer's
+  `latent_dims` attribute, else the distribution's `sizes`, else the blocks' last axes.
 - **Likelihood** p(x|z): `call(params)` returning a `tfd.Distribution` over x with batch
   shape [B] and x's event shape (wrap a per-dimension distribution in `tfd.Independent`),
   with `log_prob` (training). Export: its `mean()`, the `x_mean` of `decode`,
@@ -207,6 +226,7 @@ def build_archive(model, score_samples=SCORE_SAMPLES):
     check_exportable(model)
     event_shape, latent_dim, num_classes = tuple(model.input_event_shape), model.latent_dim, model.num_classes
     support = _support(model)
+    blocks = latent_blocks(model)  # None: the posterior gives no per-layer moments
 
     # `y` is the labels of a conditional model, absent for an unconditional one.
     def checked(x, y, max_batch=None):
@@ -220,7 +240,13 @@ def build_archive(model, score_samples=SCORE_SAMPLES):
 
     def encode(x, *y):
         q = model.encode(*checked(x, y))
-        return _float32({"z_mean": q.mean(), "z_stddev": q.stddev()})
+        outputs = {"z_mean": q.mean(), "z_stddev": q.stddev()}
+        if blocks is not None:  # each layer's moments, declared [None, L_l]
+            means, stddevs = q.block_moments()
+            for l, (size, mean, stddev) in enumerate(zip(blocks, means, stddevs), start=1):
+                outputs[f"z_{l}_mean"] = tf.ensure_shape(mean, [None, size])
+                outputs[f"z_{l}_stddev"] = tf.ensure_shape(stddev, [None, size])
+        return _float32(outputs)
 
     def decode(z, *y):
         z = _checked(z, "z", (latent_dim,))
@@ -266,6 +292,9 @@ def export_metadata(model, model_name, version, score_samples, extra=None):
                    for name, specs in input_signatures(model).items()},
         "input_shape": [None, *model.input_event_shape],
         "latent_dim": model.latent_dim,
+        # The stochastic layers' sizes L_1, ..., L_n (z their concatenation), encode's z_l_mean
+        # and z_l_stddev; [latent_dim] for a model with one layer.
+        "latent_dims": latent_blocks(model) or [model.latent_dim],
         "num_classes": model.num_classes,  # None: unconditional, the signatures take no labels y
         "likelihood": type(model.likelihood).__name__,
         "input_range": [low, high],
@@ -320,6 +349,7 @@ def check_exportable(model):
     q = _distribution(model.posterior, "posterior", model.encode(x, y), "encode")
     z_mean = _method(model.posterior, "posterior", q, "mean", "encode's z_mean")
     _method(model.posterior, "posterior", q, "stddev", "encode's z_stddev")
+    _blocks(model, q)
     p = _distribution(model.likelihood, "likelihood", model.decode(z_mean, y), "decode")
     _method(model.likelihood, "likelihood", p, "mean", "x_mean, the reconstructions and samples")
     parameters = _named_parameters(model.likelihood, p)
@@ -339,6 +369,42 @@ def check_exportable(model):
     prior = _distribution(model.prior, "prior", model.prior_distribution(), "sample and score")
     z = _method(model.prior, "prior", prior, "sample", "the sample signature", 1, seed=tf.constant([0, 0]))
     _method(model.prior, "prior", prior, "log_prob", "score", z)
+
+
+def latent_blocks(model):
+    """The sizes [L_1, ..., L_n] of the stochastic layers whose moments `encode` returns one by
+    one (`z_l_mean`, `z_l_stddev`), when the posterior's distribution has `block_moments()`
+    (a hierarchical model); None when it has not."""
+    x = tf.zeros((1, *model.input_event_shape), tf.float32)
+    return _blocks(model, model.encode(x, tf.zeros([1], tf.int32) if model.num_classes else None))
+
+
+def _blocks(model, q):
+    """`latent_blocks` of `model` from its posterior distribution `q` of a batch of one; a
+    `TypeError` naming the posterior if `block_moments()` does not give what `encode` needs."""
+    if not callable(getattr(q, "block_moments", None)):
+        return None
+    layer = model.posterior
+    moments = _method(layer, "posterior", q, "block_moments", "encode's per-layer outputs")
+    sizes = getattr(layer, "latent_dims", None) or getattr(q, "sizes", None)
+    try:
+        means, stddevs = (list(part) for part in moments)
+        if sizes is None:
+            sizes = [tensor.shape[-1] for tensor in means]
+        sizes = [int(size) for size in sizes]
+        ok = (len(means) == len(stddevs) == len(sizes) and all(size > 0 for size in sizes)
+              and sum(sizes) == model.latent_dim
+              and all(tf.is_tensor(tensor) and tensor.shape.as_list() == [1, size]
+                      for part in (means, stddevs) for tensor, size in zip(part, sizes)))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise TypeError(f"{type(layer).__name__} (the posterior) gives a {type(q).__name__} whose block_moments() "
+                        "must return (means, stddevs), two lists of one Tensor [B, L_l] per stochastic layer, "
+                        f"with the sizes L_l (the layer's latent_dims, else the distribution's sizes: {sizes!r}) "
+                        f"summing to latent_dim = {model.latent_dim}: encode's per-layer outputs. Received: "
+                        f"{tf.nest.map_structure(lambda v: v.shape if tf.is_tensor(v) else v, moments)!r}")
+    return sizes
 
 
 def _distribution(layer, role, made, signature):
