@@ -132,7 +132,7 @@ def _link_units(value):
     return value is None or _units(value)
 
 
-@flags.multi_flags_validator(["latent_dim", "link_units", "architecture", "prior", "covariance"])
+@flags.multi_flags_validator(["latent_dim", "link_units", "architecture", "prior", "covariance", "free_bits"])
 def _stacked_layers(values):
     """Several stochastic layers: keras_vae.hierarchical_vae (MLPs, its own prior, diagonal Gaussians)."""
     if len(values["latent_dim"]) == 1:
@@ -146,6 +146,10 @@ def _stacked_layers(values):
             f"several stochastic layers (--latent_dim={','.join(values['latent_dim'])}) are built with "
             f"--architecture=mlp, --prior=standard_normal (p(z_n) = N(0, I), the layers below conditional) and "
             f"--covariance=diagonal; received {', '.join(wrong)}")
+    if values["free_bits"]:
+        raise flags.ValidationError(f"--free_bits floors each dimension's KL to N(0, 1), which is z_n's prior only; "
+                                    f"several stochastic layers (--latent_dim={','.join(values['latent_dim'])}) take "
+                                    f"none. Received --free_bits={values['free_bits']}")
     return True
 
 

@@ -245,9 +245,16 @@ def test_rerun_exports_a_new_version_and_keeps_the_old(trained, rerun):
     (["--conditional", "--prior=vamp"], ["train: error:", "--prior=vamp cannot be --conditional"]),
     (["--likelihood=discretized_logistic", "--binarize=static"], ["train: error:", "--binarize=none"]),
     (["--prior=mixture", "--free_bits=0.5"], ["train: error:", "the standard normal prior", "prior='mixture'"]),
+    (["--latent_dim=4,0"], ["train: error:", "--latent_dim", "one per stochastic layer"]),
+    (["--link_units=8"], ["train: error:", "--link_units needs several stochastic layers"]),
+    (["--latent_dim=4,2", "--architecture=conv"], ["train: error:", "several stochastic layers", "--architecture=conv"]),
+    (["--latent_dim=4,2", "--prior=vamp", "--covariance=full"],
+     ["train: error:", "several stochastic layers", "--prior=vamp, --covariance=full"]),
+    (["--latent_dim=4,2", "--free_bits=0.5"], ["train: error:", "--free_bits floors", "take none"]),
 ], ids=["dataset", "epochs", "hidden_units", "learning_rate", "iwae_samples", "likelihood_scale", "strategy",
         "unknown", "free_bits_iwae", "two_kl_schedules", "filters", "conditional_vamp", "intensity_binarized",
-        "free_bits_mixture"])
+        "free_bits_mixture", "latent_dims", "link_units_one_layer", "stacked_conv", "stacked_prior_covariance",
+        "stacked_free_bits"])
 def test_train_bad_flags(parse_flags, args, fragments):
     tiny = [flag for flag in TINY if flag.split("=")[0] not in {arg.split("=")[0] for arg in args}]
     assert_flags_error(parse_flags, [*tiny, *args, "--model_dir=runs/unused"], fragments)
