@@ -18,8 +18,10 @@ Cases:
   train_mlp_b100, train_mlp_b1000   `fit` on the 50,000 training images, batch 100 / 1000
   train_conv_b128                   `fit` of `conv_vae` (28x28x1), batch 128, on --conv_examples images
   train_iwae_k50_b100               `fit` of the same model on the IWAE bound L_50, batch 100
+  train_hvae_iwae_k50_b100          `fit` of Burda et al.'s two-stochastic-layer model (`hierarchical_vae`) on L_50
   eval_is_k5000                     `evaluation.report`: log p(x) with k=5000 (and L_50) on --eval_examples
-                                    test images; with its FLOP rate and fraction of `matmul_peak`
+                                    test images
+  (the train and eval cases report their matmul FLOP rate and its fraction of `matmul_peak`)
   matmul_peak                       GFLOP/s of a large float32 matmul: this machine's ceiling
   serve_<signature>_b<1|256>        SavedModel signature latency (see `benchmarks.serving`),
                                     e.g. serve_encode_b1, serve_score_b256
@@ -41,7 +43,8 @@ from absl import app, flags  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared")
 SERVE_CASES = tuple(f"serve_{s}_b{b}" for s in ("encode", "decode", "reconstruct", "sample", "score") for b in (1, 256))
-CASES = ("train_mlp_b100", "train_mlp_b1000", "train_conv_b128", "train_iwae_k50_b100", "eval_is_k5000", "matmul_peak") + SERVE_CASES
+CASES = ("train_mlp_b100", "train_mlp_b1000", "train_conv_b128", "train_iwae_k50_b100", "train_hvae_iwae_k50_b100",
+         "eval_is_k5000", "matmul_peak") + SERVE_CASES
 PEERS = ("keras_tutorial", "torch_handwritten", "pythae", "xla_ceiling")
 
 _CASES = flags.DEFINE_list("cases", list(CASES), "Cases to run (default: all).")
@@ -94,15 +97,57 @@ def _train(model, x, batch_size):
     start = time.perf_counter()
     model.fit(ds, epochs=_EPOCHS.value, verbose=0)
     seconds = time.perf_counter() - start
-    return {"examples_per_sec": _EPOCHS.value * (len(x) // batch_size) * batch_size / seconds,
-            "batch_size": batch_size, "jit_compile": bool(model.jit_compile),
-            "steps_per_execution": model.steps_per_execution}
+    examples = _EPOCHS.value * (len(x) // batch_size) * batch_size
+    # A train step's matmuls: forward, and backward twice that (the gradients of inputs and weights).
+    return {"examples_per_sec": examples / seconds, "batch_size": batch_size, "jit_compile": bool(model.jit_compile),
+            "steps_per_execution": model.steps_per_execution,
+            **_flop_rate(3 * _matmul_flops(model, model.num_samples) * examples, seconds)}
+
+
+def _matmul_flops(model, num_samples, encodings=1):
+    """Dense-layer FLOPs of one example: the encoder `encodings` times, and per z sample the decoder
+    and, in a hierarchical model, the networks between stochastic layers. Convolutions are not
+    counted (None for a model with any)."""
+    import keras
+
+    per_example = [model.encoder]
+    per_sample = [model.decoder, *getattr(model.posterior, "networks", ()), *getattr(model.prior, "networks", ())]
+
+    def leaves(layer):
+        return [leaf for inner in layer.layers for leaf in leaves(inner)] if isinstance(layer, keras.Model) else [layer]
+
+    def flops(network):
+        layers = leaves(network)
+        if any(isinstance(layer, keras.layers.Conv2D | keras.layers.Conv2DTranspose) for layer in layers):
+            return None
+        return sum(2 * int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
+                   for layer in layers if isinstance(layer, keras.layers.Dense))
+
+    counts = [flops(n) for n in per_example + per_sample]
+    if None in counts:
+        return None
+    return encodings * sum(counts[:1]) + num_samples * sum(counts[1:])
+
+
+def _flop_rate(flops, seconds):
+    """GFLOP/s of `flops` in `seconds`, and its fraction of this machine's `matmul_peak`, measured now."""
+    if flops is None:
+        return {}
+    peak = matmul_peak()["gflops"]
+    gflops = flops / seconds / 1e9
+    return {"gflops": gflops, "matmul_peak_gflops": peak, "fraction_of_matmul_peak": gflops / peak}
 
 
 def _burda_vae(**kwargs):
     import keras_vae
 
     return keras_vae.mlp_vae((28, 28, 1), 50, (200, 200), activation="tanh", seed=0, **kwargs)
+
+
+def _burda_hvae(**kwargs):
+    import keras_vae
+
+    return keras_vae.hierarchical_vae((28, 28, 1), seed=0, **kwargs)  # its defaults are Burda's two layers
 
 
 def train_mlp(batch_size):
@@ -129,22 +174,16 @@ def matmul_peak(n=2048, calls=20):
 
 def eval_is_k5000(iw_samples=5000, bound_samples=50):
     """examples/s of `evaluation.report` (the body of apps.evaluate), and its matmul FLOP rate."""
-    import numpy as np
-
     from keras_vae import data, evaluation
 
     model = _burda_vae()  # the weights do not change the work done
     x = data.binarize_array(_mnist("test")[: _EVAL_EXAMPLES.value], seed=0)
     evaluation.report(model, x[:100], iw_samples, bound_samples, verbose=0)  # compiles
     seconds = _timed(lambda: evaluation.report(model, x, iw_samples, bound_samples, verbose=0))
-    # Matmul FLOPs: the decoder once per (example, sample), the encoder once per example and bound.
-    decoder = sum(2 * int(np.prod(w.shape)) for w in model.decoder.weights if len(w.shape) == 2)
-    encoder = sum(2 * int(np.prod(w.shape)) for w in model.encoder.weights if len(w.shape) == 2)
-    flops = len(x) * ((iw_samples + bound_samples) * decoder + 3 * encoder)
-    peak = matmul_peak()["gflops"]
+    # The encoder runs once per example and bound (and once more for the closed-form KL).
+    flops = len(x) * _matmul_flops(model, iw_samples + bound_samples, encodings=3)
     return {"examples_per_sec": len(x) / seconds, "iw_samples": iw_samples, "num_examples": len(x),
-            "full_test_set_seconds": 10000 * seconds / len(x), "gflops": flops / seconds / 1e9,
-            "matmul_peak_gflops": peak, "fraction_of_matmul_peak": flops / seconds / 1e9 / peak}
+            "full_test_set_seconds": 10000 * seconds / len(x), **_flop_rate(flops, seconds)}
 
 
 def serve(cases):
@@ -173,6 +212,8 @@ def run_child(name):
                     "train_conv_b128": train_conv_b128, "eval_is_k5000": eval_is_k5000,
                     "train_iwae_k50_b100": lambda: _train(_burda_vae(objective="iwae", num_samples=50),
                                                           _mnist("train"), 100),
+                    "train_hvae_iwae_k50_b100": lambda: _train(_burda_hvae(objective="iwae", num_samples=50),
+                                                               _mnist("train"), 100),
                     "matmul_peak": matmul_peak}[name]
         results = [{"case": name, **function(), "device": device_name()}]
     for result in results:

@@ -45,3 +45,19 @@ def test_bad_flags_are_one_line_errors(tmp_path):
     missing_both = _run("--cases=matmul_peak", "--peers", "--reference_dir=/nonexistent/bench",
                         "--peers_python=/nonexistent/python")
     assert "--peers needs /nonexistent/bench and /nonexistent/python" in _one_line_error(missing_both)
+
+
+def test_matmul_flops_count_every_dense_kernel_once_per_encoding_or_sample():
+    """The FLOP rates' numerator, against an independent count: in these MLP models every 2-D weight is a
+    Dense kernel, the encoder's run per encoding and every other per z sample."""
+    import keras_vae
+    from benchmarks import run
+
+    for model in (keras_vae.mlp_vae((28, 28, 1), 50, (200, 200), seed=0),
+                  keras_vae.hierarchical_vae((28, 28, 1), seed=0)):
+        kernels = lambda weights: sum(2 * w.shape[0] * w.shape[1] for w in weights if len(w.shape) == 2)  # noqa: E731
+        encoder = kernels(model.encoder.weights)
+        per_sample = kernels(model.trainable_weights) - encoder
+        assert per_sample > 0
+        assert run._matmul_flops(model, 50, encodings=3) == 3 * encoder + 50 * per_sample
+    assert run._matmul_flops(keras_vae.conv_vae((28, 28, 1), 8, seed=0), 1) is None
