@@ -242,14 +242,20 @@ def _free_bits_kl(posterior, prior, free_bits):
     return tf.reduce_sum(tf.where(above, per_dim, tf.cast(free_bits, per_dim.dtype)), axis=-1)
 
 
+NOISE_BLOCK = 50  # importance samples drawn per seed (see `importance_sampled`)
+
+
 def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chunk_size=None,
                        return_log_weights=False):
     """L_k, and the ELBO from the same k samples, per example; samples taken `chunk_size` at a time.
 
     Memory grows with `chunk_size`, not with k, so k = 5000 (the usual estimate of
-    log p(x)) fits anywhere. Sample i is drawn with the seed folded with i, so the
-    result is the same for any `chunk_size`; chunks are combined exactly (a running
-    logsumexp for L_k, running sums for the means).
+    log p(x)) fits anywhere. The samples are drawn in blocks of G = min(NOISE_BLOCK, k):
+    sample i is row i mod G of the G samples drawn with the seed folded with i // G, so
+    the result is the same for any `chunk_size` (a chunk draws the blocks it overlaps);
+    chunks are combined exactly (a running logsumexp for L_k, running sums for the means).
+    One draw per block rather than per sample: a draw per sample cost k small ops, a tenth
+    of the k = 5000 evaluation's time.
 
     With `return_log_weights`, every log w_i is kept as well, for `keras_vae.diagnostics`
     (effective sample size, Pareto k-hat): k x B float32 more, 2 MB for k = 5000 and
@@ -261,16 +267,22 @@ def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chun
         log p(x|z)); with `return_log_weights` also `log_weights`, [k, B], sample i in row i.
     """
     chunk_size = num_samples if chunk_size is None else min(chunk_size, num_samples)
+    block = min(NOISE_BLOCK, num_samples)
     seed = tfp.random.sanitize_seed(seed)
 
     def chunk(start, size):
         """(logsumexp, sum) of the log weights, the sum of log p(x|z), and the log weights [size, B],
         over samples start..start+size-1."""
-        z = tf.map_fn(
-            lambda i: posteriors.sample(posterior, seed=tf.random.experimental.stateless_fold_in(seed, i)),
-            start + tf.range(size),
+        first = start // block
+        blocks = tf.map_fn(  # [n, G, *batch, L]: the blocks overlapping the chunk
+            lambda b: posteriors.sample(posterior, block, seed=tf.random.experimental.stateless_fold_in(seed, b)),
+            tf.range(first, (start + size - 1) // block + 1),
             fn_output_signature=posterior.dtype,
         )
+        z = tf.reshape(blocks, tf.concat([[-1], tf.shape(blocks)[2:]], axis=0))
+        z = tf.slice(z, tf.concat([[start - first * block], tf.zeros([tf.rank(z) - 1], tf.int32)], axis=0),
+                     tf.concat([[size], tf.fill([tf.rank(z) - 1], -1)], axis=0))
+        z = tf.ensure_shape(z, [size, *blocks.shape[2:]])
         log_px_z = decode(z).log_prob(x)
         log_w = log_px_z + prior.log_prob(z) - posterior.log_prob(z)
         return (tf.reduce_logsumexp(log_w, 0), tf.reduce_sum(log_w, 0), tf.reduce_sum(log_px_z, 0)), log_w
