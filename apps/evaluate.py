@@ -9,6 +9,11 @@ split's labels (log p(x|y)). Beside the NLL the table says when it is not -log p
 (`nll_caveat`); reasons to distrust the importance-sampled estimate (Pareto k-hat of its
 weights, `keras_vae.diagnostics`) go to stderr as `evaluate: warning: ...` lines, and all of
 it into the JSON (`nll_is_log_likelihood`, `nll_caveat`, `is_ess_*`, `pareto_k_*`, `warnings`).
+
+A hierarchical model (`apps.train --latent_dim=100,50`: stochastic layers z_1, ..., z_n) is
+also reported per layer (`keras_vae.hierarchical.layer_report`): `latent_dims`,
+`kl_per_layer` (nats per example, each layer's KL against its conditional prior) and
+`active_units_per_layer`, whose sum is `active_units`.
 """
 
 import json
@@ -69,12 +74,19 @@ def _split_labels(model, splits):
     return labels[: _NUM_EXAMPLES.value]
 
 
+def _text(value):
+    """A number of the table: floats to 4 decimals, lists (per layer) item by item, None as n/a."""
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_text, value)) + "]"
+    return f"{value:.4f}" if isinstance(value, float) else "n/a" if value is None else str(value)
+
+
 def _print(results):
     """The results as a table on stdout, the NLL's caveat beside it; the warnings on stderr."""
     shown = {key: value for key, value in results.items() if key not in ("nll_caveat", "warnings")}
     width = max(map(len, shown))
     for key, value in shown.items():
-        text = f"{value:.4f}" if isinstance(value, float) else "n/a" if value is None else str(value)
+        text = _text(value)
         if key == f"{_SPLIT.value}_nll" and results["nll_caveat"]:
             text += f"  (caveat: {results['nll_caveat']})"
         print(f"{key:<{width}}  {text}")

@@ -17,6 +17,25 @@ from `<model_dir>/flags.cfg`; dataset flags given here take precedence), then wr
 | `learning_curves.png`   | elbo / reconstruction / kl per epoch, if the run has history.csv         |
 | `collapse.json`         | `evaluation.posterior_collapse_report` on the test split                 |
 
+For a hierarchical model (`apps.train --latent_dim=6,3`: stochastic layers z_1, ..., z_n,
+the decoder reading z_1 only; dimensions named by layer, "z_2[7]"):
+
+| file                    | what                                                                     |
+| ----------------------- | ------------------------------------------------------------------------ |
+| `samples.png`           | means of p(x|z_1), z drawn top-down: z_n ~ N(0, I), then p(z_l|z_{l+1})  |
+| `reconstructions.png`   | as above: decoded from z_1 = E[z_1|x]                                    |
+| `latent_manifold.png`   | grid over the N(0, 1) quantiles of the two most active units of the top  |
+|                         | layer z_n (others at 0), the layers below at the prior's conditional     |
+|                         | means top-down (z_l = E[z_l|z_{l+1}]), decoded from that z_1             |
+| `latent_traversals.png` | the first test example, the 10 most active units of z_1 (the layer the   |
+|                         | decoder reads) moved by -3 ... +3 around E[z_1|x]                        |
+| `latent_scatter.png`    | the top layer's posterior means, its two most active units, by label     |
+| `learning_curves.png`   | as above                                                                 |
+| `collapse.json`         | per layer (`keras_vae.hierarchical.layer_report`): `kl_per_layer`        |
+|                         | (against the conditional prior p(z_l|z_{l+1}); no per-dimension KL       |
+|                         | against N(0, 1)), `activity_per_layer`, `active_units_per_layer`,        |
+|                         | `inactive_units_per_layer` and a one-line `summary`                      |
+
 A conditional run (`apps.train --conditional`) uses the test labels: each test example is
 encoded and reconstructed with its own class, `samples.png` has one row per class (the
 same z down each column), and `latent_manifold.png` is of the first test example's class.

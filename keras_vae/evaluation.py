@@ -7,6 +7,11 @@ active_units   = #{j : Var_x(E_q(z|x)[z_j]) > 0.01}          (Burda et al., sect
 collapsed dims = {j : mean_x KL(q(z_j|x) || N(0, 1)) < 0.01 nats and j inactive}   (`posterior_collapse_report`)
 ```
 
+A hierarchical model (`keras_vae.hierarchical.is_hierarchical`: z = [z_1, ..., z_n], the
+prior of z_l conditional on z_{l+1} below the top) is reported per stochastic layer:
+`report` adds KL and active units per layer, and `posterior_collapse_report` is
+`hierarchical.layer_report`, with no per-dimension KL against N(0, 1).
+
 `report` also says how far to trust test_nll: the importance weights' effective sample
 size and Pareto k-hat per example (`keras_vae.diagnostics`), with warnings where k-hat says
 the estimate is unreliable, and whether the likelihood's log_prob of this data is a
@@ -23,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_vae import bounds, checks, diagnostics
+from keras_vae import bounds, checks, diagnostics, hierarchical
 
 tfd = tfp.distributions
 
@@ -59,10 +64,19 @@ def posterior_collapse_report(model, x, batch_size=500, kl_threshold=COLLAPSE_KL
     Returns a dict (JSON-ready): `latent_dim`, `num_examples`, `kl_per_dim`, `kl_total`
     (their sum), `activity_per_dim`, `active_units`, `collapsed_dims`, `num_collapsed`,
     the two thresholds and a one-line `summary`.
+
+    A hierarchical model (`hierarchical.is_hierarchical`) gets `hierarchical.layer_report`
+    instead (`batch_size`, `activity_threshold` and `labels` passed on; `kl_threshold`
+    unused): per layer z_l its Monte Carlo KL against its conditional prior p(z_l|z_{l+1}),
+    `activity_per_layer`, `active_units_per_layer` and `inactive_units_per_layer`, since
+    N(0, 1) is the prior of the top layer only.
     """
-    _check_labels(model, x, labels)
+    labels = _check_labels(model, x, labels)
     if len(x) == 0:
         raise ValueError("Expected at least one example. Received x of shape " + str(tuple(np.shape(x))))
+    if hierarchical.is_hierarchical(model):
+        return hierarchical.layer_report(model, x, batch_size=batch_size, activity_threshold=activity_threshold,
+                                         labels=labels)
     means, stddevs = _posterior_moments(model, x, batch_size, labels)
     kl = tfd.kl_divergence(tfd.Normal(means, stddevs), tfd.Normal(0.0, 1.0)).numpy().mean(axis=0)
     activity = np.var(means, axis=0)
@@ -161,6 +175,13 @@ def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_si
       `pareto_k_threshold` = min(1 - 1/log10(iw_samples), 0.7), and
       `pareto_k_fraction_unreliable`, the fraction of examples whose k-hat exceeds it.
     - `warnings`: sentences saying why test_nll should not be trusted, empty if none.
+
+    A hierarchical model (`hierarchical.is_hierarchical`) adds, from `hierarchical.layer_report`
+    on the same x and labels (with this `seed` and `batch_size`, its default 10 samples per
+    example): `latent_dims` (L_1, ..., L_n), `kl_per_layer` (E[log q(z_l|z_{l-1}) -
+    log p(z_l|z_{l+1})] per layer, a Monte Carlo estimate from samples of its own: their sum
+    estimates `kl` anew) and `active_units_per_layer`. `active_units` is then their sum, the
+    same statistic as for other models (Var_x of the posterior's `mean()` above 0.01).
     """
     iw_samples = checks.check_positive_int("iw_samples", iw_samples)
     bound_samples = checks.check_positive_int("bound_samples", bound_samples)
@@ -197,6 +218,13 @@ def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_si
         progress.update(min(start + batch_size, len(x)), [("nll", sums["nll"] / min(start + batch_size, len(x)))])
     n = len(x)
     mean = {key: value / n for key, value in sums.items()}
+    if hierarchical.is_hierarchical(model):
+        layers = hierarchical.layer_report(model, x, batch_size=batch_size, seed=seed, labels=labels)
+        # The total from the same posterior means as the layers' counts: their sum by construction.
+        count = layers["active_units"]
+        per_layer = {key: layers[key] for key in ("latent_dims", "kl_per_layer", "active_units_per_layer")}
+    else:
+        count, per_layer = active_units(model, x, labels=labels), {}
     is_log_likelihood, caveat = log_likelihood_caveat(model.likelihood, x)
     results = {
         "test_nll": mean["nll"],
@@ -206,7 +234,8 @@ def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_si
         "reconstruction": mean["reconstruction"],
         "kl": mean["kl"],
         "bits_per_dim": mean["nll"] / (math.prod(x.shape[1:]) * math.log(2)),
-        "active_units": active_units(model, x, labels=labels),
+        "active_units": count,
+        **per_layer,
         "num_examples": n,
         "iw_samples": iw_samples,
         "nll_is_log_likelihood": is_log_likelihood,

@@ -23,7 +23,11 @@ estimate mean(log q(z|x) - log p(z)) at the same samples.
   links and returning `LatentChain`s.
 - `LatentBlock`: the decoder's first layer, z -> z_1.
 - `hierarchical_vae`: the builder, Burda et al.'s architecture by default.
+- `is_hierarchical`: whether a `VAE` is such a model (what `keras_vae.evaluation` and
+  `keras_vae.plots` key their per-layer reports and pictures on).
 - `layer_report`: KL and active units per stochastic layer.
+- `latents_from_top`: z for given top-layer values z_n, the layers below at the prior's
+  conditional means, top-down: what `plots.latent_manifold` decodes.
 
 #### References
 
@@ -170,6 +174,25 @@ class LatentChain(tfd.Distribution):
                 distribution = self._links[i - 1](means[self._order[i - 1]])
             means[slot], stddevs[slot] = distribution.mean(), distribution.stddev()
         return means, stddevs
+
+    def conditional_means(self, first):
+        """z [..., L] whose block `order[0]` is `first` [..., L_{order[0]}] and whose later blocks are
+        each the mean of its link at the block set just before it (`root` is not used).
+
+        For a `HierarchicalPrior`'s chain, first = z_n and, top-down, z_{n-1} = E[z_{n-1}|z_n],
+        ..., z_1 = E[z_1|z_2]: a plug-in path (z_1 is E[z_1|z_n] itself only when the links'
+        means are affine, as in a linear-Gaussian chain).
+        """
+        first = tf.convert_to_tensor(first, self.dtype)
+        size = self._sizes[self._order[0]]
+        if first.shape.rank is None or first.shape.rank < 1 or first.shape[-1] != size:
+            raise ValueError(f"Expected values of block {self._order[0] + 1}, shape [..., {size}]. Received shape "
+                             f"{first.shape}")
+        blocks = [None] * len(self._sizes)
+        z = blocks[self._order[0]] = first
+        for slot, link in zip(self._order[1:], self._links):
+            z = blocks[slot] = link(z).mean()
+        return tf.concat(blocks, axis=-1)
 
     def _mean(self):
         return tf.concat(self.block_moments()[0], axis=-1)
@@ -416,7 +439,39 @@ def _z1_decoder(latent_dims, inner, condition_size):
     return keras.Model([z, y], inner([z1, y]), name="decoder")
 
 
-# ---------------------------------------------------------------------- per-layer report
+# ---------------------------------------------------------------------- reports and pictures
+def is_hierarchical(model):
+    """Whether `model` is a hierarchical VAE: a `HierarchicalPosterior` and a `HierarchicalPrior`
+    (as `hierarchical_vae` builds). Its latent z = [z_1, ..., z_n] is then read per layer:
+    `keras_vae.evaluation` reports KL and active units per layer (`layer_report`) instead of
+    per dimension against N(0, 1), and `keras_vae.plots` draws the top layer and z_1."""
+    return isinstance(getattr(model, "posterior", None), HierarchicalPosterior) and isinstance(
+        getattr(model, "prior", None), HierarchicalPrior)
+
+
+def _check_hierarchical(model, what):
+    if not is_hierarchical(model):
+        raise ValueError(f"{what} needs a hierarchical model (a HierarchicalPosterior and a HierarchicalPrior, "
+                         f"e.g. from hierarchical_vae). Received {type(getattr(model, 'posterior', None)).__name__} "
+                         f"and {type(getattr(model, 'prior', None)).__name__}")
+
+
+def latents_from_top(model, z_top):
+    """z = [z_1, ..., z_n] [N, L] for top-layer values z_top [N, L_n] of a hierarchical `model`,
+    the layers below at the prior's conditional means, top-down:
+
+    ```none
+    z_n = z_top,   z_l = E[z_l | z_{l+1}] = mean of p(z_l|z_{l+1}),   l = n-1, ..., 1
+    ```
+
+    (the prior's `LatentChain.conditional_means`). Decoding it (`model.decode`) shows what
+    the top layer means to the generative model without the noise of the layers below; the
+    decoder reads z_1 only. With one stochastic layer z is z_top.
+    """
+    _check_hierarchical(model, "latents_from_top")
+    return model.prior_distribution().conditional_means(z_top)
+
+
 def layer_report(model, x, num_samples=10, batch_size=100, seed=0, activity_threshold=ACTIVITY_THRESHOLD,
                  labels=None):
     """KL and active units of each stochastic layer of a hierarchical `model`, over examples x.
@@ -440,13 +495,14 @@ def layer_report(model, x, num_samples=10, batch_size=100, seed=0, activity_thre
     Returns:
         A dict: `latent_dims`, `num_examples`, `num_samples`, `kl_per_layer` (nats per
         example), `kl_total`, `activity_per_layer` (one list of Var_x per unit per layer),
-        `active_units_per_layer`, `active_units`, `activity_threshold` and a one-line
-        `summary`.
+        `active_units_per_layer`, `active_units` (their sum), `inactive_units_per_layer`
+        (per layer, the indices within it of the units at or below the threshold),
+        `activity_threshold` and a one-line `summary`. It is the `collapse.json` of a
+        hierarchical model (`evaluation.posterior_collapse_report`): below the top, the
+        prior of z_l is conditional, p(z_l|z_{l+1}), so no per-dimension KL against N(0, 1)
+        is reported.
     """
-    if not (isinstance(model.posterior, HierarchicalPosterior) and isinstance(model.prior, HierarchicalPrior)):
-        raise ValueError("layer_report needs a hierarchical model (a HierarchicalPosterior and a HierarchicalPrior, "
-                         f"e.g. from hierarchical_vae). Received {type(model.posterior).__name__} and "
-                         f"{type(model.prior).__name__}")
+    _check_hierarchical(model, "layer_report")
     num_samples = checks.check_positive_int("num_samples", num_samples)
     batch_size = checks.check_positive_int("batch_size", batch_size)
     x = np.asarray(x)
@@ -478,6 +534,7 @@ def layer_report(model, x, num_samples=10, batch_size=100, seed=0, activity_thre
         "activity_per_layer": [[float(v) for v in a] for a in activity],
         "active_units_per_layer": active,
         "active_units": sum(active),
+        "inactive_units_per_layer": [[int(u) for u in np.flatnonzero(a <= activity_threshold)] for a in activity],
         "activity_threshold": activity_threshold,
         "summary": summary,
     }

@@ -9,6 +9,12 @@ three times a square (RGB); values are clipped to [0, 1].
 A conditional model (`model.num_classes` set) is given the classes of x as `labels`, one per
 example, and encodes and decodes each example with its own; a picture of one class takes
 it as `label`.
+
+A hierarchical model (`keras_vae.hierarchical.is_hierarchical`: z = [z_1, ..., z_n], the
+decoder reading z_1 only, p(z_n) = N(0, I) and p(z_l|z_{l+1}) below) is drawn per layer,
+its dimensions named by layer ("z_2[7]"): the manifold and the scatter are of the top
+layer z_n, the layer the prior starts from and whose posterior summarises x most
+coarsely; the traversals move z_1, the layer the decoder reads (see each function).
 """
 
 import json
@@ -20,7 +26,7 @@ import numpy as np
 import tensorflow_probability as tfp
 from matplotlib.figure import Figure
 
-from keras_vae import checks, evaluation, runs
+from keras_vae import checks, evaluation, hierarchical, runs
 
 MAX_TRAVERSAL_DIMS = 10
 
@@ -115,7 +121,7 @@ def samples(model, path, num=64, seed=0, label=None):
     return _save(fig, path, "samples by class")
 
 
-def most_active_dims(report, count=2):
+def most_active_dims(report, count=2, layer=None):
     """The `count` latent dimensions that an `evaluation.posterior_collapse_report` finds most
     active, most active first.
 
@@ -123,13 +129,41 @@ def most_active_dims(report, count=2):
     `evaluation.active_units`): how far the encoder moves z_d with the input, so the
     dimensions along which decoded images change with the data. Ties (e.g. several
     dimensions at 0) go to the larger `kl_per_dim`, then to the lower index.
+
+    The report of a hierarchical model (`hierarchical.layer_report`, with
+    `activity_per_layer`) ranks the units of one stochastic layer, `layer` (from 0, z_1; -1
+    for the top), by `activity_per_layer[layer]`, ties to the lower index, and returns their
+    indices within that layer.
     """
+    if "activity_per_layer" in report:
+        return _most_active_units(report, layer, count)
+    if layer is not None:
+        raise ValueError(f"`layer` is for the per-layer report of a hierarchical model; this report has one activity "
+                         f"per latent dimension. Received: layer={layer!r}")
     activity, kl = (np.asarray(report.get(key, ()), np.float64) for key in ("activity_per_dim", "kl_per_dim"))
     if activity.ndim != 1 or kl.shape != activity.shape or not len(activity):
         raise ValueError("Expected a posterior_collapse_report with `activity_per_dim` and `kl_per_dim`, one "
                          f"number per latent dimension each. Received keys {sorted(report)}")
     order = np.lexsort((np.arange(len(activity)), -kl, -activity))  # the last key sorts first
     return [int(d) for d in order[:count]]
+
+
+def _most_active_units(report, layer, count):
+    """The `count` most active units of stochastic layer `layer` of a per-layer report, by index within it."""
+    layers = report["activity_per_layer"]
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not -len(layers) <= layer < len(layers):
+        raise ValueError(f"Pass `layer`, a stochastic layer of the report's {len(layers)} (0 for z_1, -1 for the top). "
+                         f"Received: layer={layer!r}")
+    activity = np.asarray(layers[layer], np.float64)
+    order = np.lexsort((np.arange(len(activity)), -activity))  # the most active first, ties to the lower index
+    return [int(d) for d in order[:count]]
+
+
+def _layer_names(model):
+    """For a hierarchical model, `("z_1", ..., "z_n")`; None for any other."""
+    if not hierarchical.is_hierarchical(model):
+        return None
+    return tuple(f"z_{l + 1}" for l in range(len(model.posterior.latent_dims)))
 
 
 def manifold_latents(latent_dim, num=15, dims=None):
@@ -175,40 +209,63 @@ def latent_manifold(model, path, num=15, dims=None, report=None, label=None):
     same reference, as `evaluation.posterior_collapse_report` does.)
 
     A conditional model decodes every z with class `label`.
+
+    A hierarchical model's grid is over its top layer z_n (the N(0, I) quantiles are those
+    of p(z_n), and every z the model generates starts there): `dims` are units of z_n, by
+    default the two most active by `report`, a `hierarchical.layer_report` (the per-layer
+    `evaluation.posterior_collapse_report` of such a model), the other units at 0, the
+    prior's mean. Each point then takes the layers below at the prior's conditional means,
+    top-down (`hierarchical.latents_from_top`: z_{n-1} = E[z_{n-1}|z_n], ..., z_1 =
+    E[z_1|z_2]), and is decoded from that z_1, so the picture is the generative model's own
+    mean path from z_n to x. (Dimensions of z_2 ... z_n set directly in z would change
+    nothing: the decoder reads z_1 only; and z_1 held at 0 is not what the prior generates.)
+    Axes are named by layer, "z_2[7]".
     """
-    latent_dim = model.latent_dim
+    names = _layer_names(model)
+    latent_dim = model.latent_dim if names is None else model.posterior.latent_dims[-1]  # the grid's
     label = _check_label(model, label)
     if _is_conditional(model) and label is None:
         raise ValueError(f"A conditional VAE ({model.num_classes} classes) draws the latent grid of one class: "
                          f"pass `label`, in [0, {model.num_classes})")
     chosen = dims is None and report is not None
-    if chosen:
+    if chosen and names is not None:
+        if list(report.get("latent_dims", ())) != list(model.posterior.latent_dims):
+            raise ValueError(f"`report` must be a hierarchical.layer_report of this model (latent_dims "
+                             f"{list(model.posterior.latent_dims)}). Received one with latent_dims "
+                             f"{report.get('latent_dims')}")
+        dims = most_active_dims(report, 2, layer=-1)
+    elif chosen:
         if len(report.get("activity_per_dim", ())) != latent_dim:
             raise ValueError(f"`report` must be a posterior_collapse_report of this model: one activity per latent "
                              f"dimension ({latent_dim}). Received {len(report.get('activity_per_dim', ()))}")
         dims = most_active_dims(report, 2)
     elif dims is None:
         if latent_dim > 2:
-            raise ValueError(f"Choose the manifold's dimensions of the {latent_dim}: pass `dims` (two latent "
-                             "dimensions) or `report` (a posterior_collapse_report, for the two most active)")
+            where = "latent dimensions" if names is None else f"units of the top layer {names[-1]}"
+            raise ValueError(f"Choose the manifold's dimensions of the {latent_dim}: pass `dims` (two {where}) or "
+                             "`report` (a posterior_collapse_report, for the two most active)")
         dims = tuple(range(latent_dim))
     dims = _check_manifold_dims(dims, latent_dim)
-    z = manifold_latents(latent_dim, num, dims)
-    images = as_images(_decode(model, z, label).mean().numpy())
+    z = manifold_latents(latent_dim, num, dims)  # the top layer's, for a hierarchical model
+    decoded = z if names is None else hierarchical.latents_from_top(model, z)
+    images = as_images(_decode(model, decoded, label).mean().numpy())
     rows = len(z) // num
     fig, ax = _tiled_figure(tile_images(images, num), num)
     height, width = images.shape[1:3]
     quantiles = z[:num, dims[0]]
     ax.set_xticks((np.arange(num) * (width + 1) + (width - 1) / 2)[::2], [f"{q:.2g}" for q in quantiles[::2]])
-    ax.set_xlabel(f"z[{dims[0]}]")
+    name = "z" if names is None else names[-1]
+    ax.set_xlabel(f"{name}[{dims[0]}]")
     if rows > 1:
         ax.set_yticks((np.arange(num) * (height + 1) + (height - 1) / 2)[::2],
                       [f"{q:.2g}" for q in quantiles[::-1][::2]])
-        ax.set_ylabel(f"z[{dims[1]}]")
+        ax.set_ylabel(f"{name}[{dims[1]}]")
     else:
         ax.set_yticks([])
-    notes = ["the 2 most active dimensions"] if chosen and latent_dim > 2 else []
+    layer = "" if names is None else f" of {name}"
+    notes = [f"the 2 most active dimensions{layer}"] if chosen and latent_dim > 2 else []
     notes += ["others at 0"] if latent_dim > 2 else []
+    notes += [f"{', '.join(names[:-1])} at the prior's means given {name}"] if names and len(names) > 1 else []
     notes += [f"class {label}"] if label is not None else []
     return _save(fig, path, "decoded latent grid" + (f" ({', '.join(notes)})" if notes else ""))
 
@@ -237,12 +294,28 @@ def latent_scatter(model, x, labels, path, batch_size=500):
     1-D latent is drawn against the label. Up to 20 distinct integer labels get a legend,
     other labels a colour bar. A conditional model encodes x with `labels`, its classes:
     E[z|x, y] then holds what the class does not say (ideally, classes overlap).
+
+    A hierarchical model is drawn in its top layer z_n, the two units whose posterior mean
+    (the posterior's `mean()`, Burda et al.'s statistic) varies most over x, ties to the
+    lower index, as they are ("z_2[7]", the more active one horizontally): the axes of
+    `latent_manifold` with a report of the same x, so the scatter says where each class lies
+    on that grid (the scatter's means are the plug-in ones of `LatentChain.mean()`).
+    A top layer of one unit is drawn against the label.
     """
     labels = np.asarray(labels)
     if labels.shape != (len(x),):
         raise ValueError(f"Expected one label per example, shape ({len(x)},). Received shape {labels.shape}")
     means = _posterior_means(model, x, _condition(model, x, labels), batch_size)
-    if means.shape[1] == 2:
+    names, title = _layer_names(model), "posterior means by label"
+    if names is not None:
+        top = means[:, sum(model.posterior.latent_dims[:-1]):]
+        dims = _most_active_units({"activity_per_layer": [np.var(top, axis=0)]}, 0, 2)
+        means, title = top[:, dims], f"{title} (top layer {names[-1]})"
+    if names is not None and len(dims) == 2:
+        points, axis_labels = means, tuple(f"{names[-1]}[{d}]" for d in dims)
+    elif names is not None:
+        points, axis_labels = np.stack([means[:, 0], labels], axis=1), (f"{names[-1]}[{dims[0]}]", "label")
+    elif means.shape[1] == 2:
         points, axis_labels = means, ("z[0]", "z[1]")
     elif means.shape[1] == 1:
         points, axis_labels = np.stack([means[:, 0], labels], axis=1), ("z[0]", "label")
@@ -267,7 +340,7 @@ def latent_scatter(model, x, labels, path, batch_size=500):
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     ax.grid(alpha=0.3)
-    return _save(fig, path, "posterior means by label")
+    return _save(fig, path, title)
 
 
 def traversal_latents(z_mean, dims, num=9, span=3.0):
@@ -290,8 +363,17 @@ def latent_traversals(model, x, path, dims=None, num=9, span=3.0, index=0, batch
     E[z_d|x] varies most over x (the activity of `evaluation.active_units`), most active first.
     A conditional model encodes x with `labels` (one class per example) and decodes with
     the class of x_index.
+
+    A hierarchical model's traversals move units of z_1, the layer the decoder reads (its
+    units are the first L_1 of z, so `dims` are indices in [0, L_1) of z and of z_1 alike;
+    rows named "z_1[d]"), and the default is z_1's most active units. Moving a unit of a
+    higher layer in z would change no image, and moving it through the prior's path
+    (`latent_manifold`'s) would replace x's z_1 by the prior's mean, so that no column is
+    the reconstruction; the top layer is `latent_manifold`'s. The offsets are in units of
+    z_1, whose prior p(z_1|z_2) need not have unit standard deviation.
     """
-    latent_dim = model.latent_dim
+    names = _layer_names(model)
+    latent_dim = model.latent_dim if names is None else model.posterior.latent_dims[0]  # the dims movable
     labels = _condition(model, x, labels)
     num = checks.check_int_at_least("num", num, 2)
     if not span > 0:
@@ -300,18 +382,22 @@ def latent_traversals(model, x, path, dims=None, num=9, span=3.0, index=0, batch
         raise ValueError(f"`index` must be in [0, {len(x)}). Received: index={index!r}")
     means = _posterior_means(model, x, labels, batch_size)
     if dims is None:
-        dims = np.argsort(-np.var(means, axis=0), kind="stable")[:MAX_TRAVERSAL_DIMS].tolist()
+        dims = np.argsort(-np.var(means[:, :latent_dim], axis=0), kind="stable")[:MAX_TRAVERSAL_DIMS].tolist()
     dims = list(dims)
     if not dims or any(not isinstance(d, (int, np.integer)) or not 0 <= d < latent_dim for d in dims):
-        raise ValueError(f"`dims` must be latent dimensions in [0, {latent_dim}). Received: dims={dims!r}")
+        where = "latent dimensions" if names is None else f"units of {names[0]}, the layer the decoder reads,"
+        raise ValueError(f"`dims` must be {where} in [0, {latent_dim}). Received: dims={dims!r}")
     label = None if labels is None else int(labels[index])
     images = as_images(_decode(model, traversal_latents(means[index], dims, num, span), label).mean().numpy())
     fig, ax = _tiled_figure(tile_images(images, num), num)
     height, width = images.shape[1:3]
-    ax.set_yticks(np.arange(len(dims)) * (height + 1) + (height - 1) / 2, [f"z[{d}]" for d in dims])
+    name = "z" if names is None else names[0]
+    ax.set_yticks(np.arange(len(dims)) * (height + 1) + (height - 1) / 2, [f"{name}[{d}]" for d in dims])
     ax.set_xticks([(width - 1) / 2, (num - 1) * (width + 1) + (width - 1) / 2], [f"-{span:g}", f"+{span:g}"])
     ax.set_xlabel("offset from the posterior mean")
-    return _save(fig, path, "latent traversals" + ("" if label is None else f" (class {label})"))
+    notes = ([] if names is None else [f"{name}, the layer the decoder reads"]) + (
+        [] if label is None else [f"class {label}"])
+    return _save(fig, path, "latent traversals" + (f" ({', '.join(notes)})" if notes else ""))
 
 
 def learning_curves(history, path, terms=("elbo", "reconstruction", "kl")):
@@ -431,6 +517,12 @@ def write_pictures(model, x, folder, labels=None, history_rows=None, num_samples
     (if `history_rows`, the rows of history.csv) and `collapse.json`
     (`evaluation.posterior_collapse_report` on x, after the entries of `about`).
 
+    A hierarchical model's `collapse.json` is per layer (`hierarchical.layer_report`: KL,
+    activity, active and inactive units of each stochastic layer); its manifold is over the
+    two most active units of the top layer z_n, the layers below at the prior's conditional
+    means; its traversals move the 10 most active units of z_1, the layer the decoder reads;
+    its scatter shows the top layer's two most active units (see each function).
+
     A conditional model (`model.num_classes` set) needs `labels`, the classes of x: every
     encoding and reconstruction uses each example's own class, and `samples.png` has one
     row per class. `label` (a class) draws `samples.png` and `latent_manifold.png` for that
@@ -450,9 +542,11 @@ def write_pictures(model, x, folder, labels=None, history_rows=None, num_samples
     samples(model, os.path.join(folder, "samples.png"), num=num_samples, seed=seed, label=label)
     reconstructions(model, x, os.path.join(folder, "reconstructions.png"), labels=condition)
     latent_manifold(model, os.path.join(folder, "latent_manifold.png"), report=report, label=manifold_label)
-    # The report's order, so the manifold's two dimensions are the traversals' first two rows.
+    # The report's order, so the manifold's two dimensions are the traversals' first two rows (a hierarchical
+    # model's manifold is of the top layer, its traversals of z_1: its report's order of z_1's units).
+    layer = 0 if "activity_per_layer" in report else None
     latent_traversals(model, x, os.path.join(folder, "latent_traversals.png"),
-                      dims=most_active_dims(report, MAX_TRAVERSAL_DIMS), labels=condition)
+                      dims=most_active_dims(report, MAX_TRAVERSAL_DIMS, layer=layer), labels=condition)
     if labels is not None:
         latent_scatter(model, x, labels, os.path.join(folder, "latent_scatter.png"))
     if history_rows:
