@@ -59,14 +59,20 @@ class Independent(tfd.Independent):
 
 
 class Bernoulli(tfd.Bernoulli):
-    """`tfd.Bernoulli` whose `log_prob` from logits l is TF's cross-entropy, -xent(x, l):
+    """`tfd.Bernoulli` whose `log_prob` from logits l is the cross-entropy with one
+    transcendental pair per value:
 
     ```none
     log p(x) = x l - softplus(l) = -(max(l, 0) - x l + log(1 + exp(-|l|)))
     ```
 
-    (TFP computes both log sigmoid(l) and log sigmoid(-l), twice the transcendentals: the
-    likelihood is most of a small VAE's elementwise work).
+    TFP computes both log sigmoid(l) and log sigmoid(-l), twice the transcendentals, and
+    `tf.nn.sigmoid_cross_entropy_with_logits` needs x broadcast to the logits' shape first
+    (k copies of x for k samples of z); this broadcasts as it computes. `log(1 + e)` with
+    e = exp(-|l|) in (0, 1] rather than `log1p(e)`: log runs about twice as fast on CPUs,
+    and its absolute error, at most about 1.2e-7 per value (1 + e rounded), is below what
+    float32 sums of hundreds of such values keep. The likelihood is most of a small VAE's
+    elementwise work, in training and in the k = 5000 evaluation alike.
     """
 
     def _log_prob(self, event):
@@ -74,9 +80,7 @@ class Bernoulli(tfd.Bernoulli):
             return super()._log_prob(event)
         logits = tf.convert_to_tensor(self.logits)
         event = tf.cast(event, logits.dtype)
-        shape = tf.broadcast_dynamic_shape(tf.shape(event), tf.shape(logits))
-        return -tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.broadcast_to(event, shape),
-                                                        logits=tf.broadcast_to(logits, shape))
+        return -(tf.nn.relu(logits) - event * logits + tf.math.log(1.0 + tf.exp(-tf.abs(logits))))
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
