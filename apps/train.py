@@ -46,6 +46,9 @@ _HIDDEN_UNITS = flags.DEFINE_list("hidden_units", ["128", "128"], "Encoder width
 _LINK_UNITS = flags.DEFINE_list(
     "link_units", None, "With several --latent_dim sizes: widths of the networks between stochastic layers, "
     "q(z_l+1|z_l) and, reversed, p(z_l|z_l+1), the same for every pair of layers (default: --hidden_units).")
+_INIT_OUTPUT_BIAS = flags.DEFINE_boolean(
+    "init_output_bias", True, "Start the decoder's output bias at the training data's per-value mean (Bernoulli: "
+    "its logit; keras_vae.init_output_bias), so the decoder need not first learn the marginal; MLP decoders.")
 _FILTERS = flags.DEFINE_list("filters", ["32", "64"], "--architecture=conv: filters of the encoder's stride-2 "
                              "convolutions (H and W must divide by 2^len); the decoder mirrors them.")
 _ACTIVATION = flags.DEFINE_enum("activation", "relu", ["relu", "tanh", "elu", "gelu", "softplus"],
@@ -294,6 +297,8 @@ def main(argv):
             )
             if _INIT_FROM.value:
                 init_from(model, _INIT_FROM.value)
+            elif _INIT_OUTPUT_BIAS.value:
+                keras_vae.init_output_bias(model, splits.train)
         model.check_data(splits.train, splits.train_labels if num_classes else None)
         state = _preflight(model_dir)
         common.write_flagfile(os.path.join(model_dir, "flags.cfg"), sys.modules[__name__])
@@ -437,8 +442,9 @@ if __name__ == "__main__":
     flags.mark_flag_as_required("model_dir")
     common.run(main, "train", groups=[
         common.RUN_GROUP, common.DATA_GROUP,
-        ("model", ("architecture", "latent_dim", "hidden_units", "link_units", "filters", "activation", "covariance", "likelihood",
-                   "likelihood_scale", "prior", "prior_components", "pseudo_inputs", "conditional")),
+        ("model", ("architecture", "latent_dim", "hidden_units", "link_units", "filters", "activation", "covariance",
+                   "likelihood", "likelihood_scale", "init_output_bias", "prior", "prior_components", "pseudo_inputs",
+                   "conditional")),
         ("objective", ("objective", "num_samples", "gradient_estimator", "beta", "free_bits", "kl_warmup_epochs",
                        "kl_cycle_epochs")),
         ("training", ("epochs", "batch_size", "learning_rate", "lr_schedule", "init_from", "mixed_precision",

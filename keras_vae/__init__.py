@@ -37,7 +37,7 @@ from keras_vae.likelihoods import (  # noqa: E402
 )
 from keras_vae.posteriors import GaussianPosterior  # noqa: E402
 from keras_vae.priors import MixtureOfGaussiansPrior, StandardNormalPrior, VampPrior  # noqa: E402
-from keras_vae.builders import conv_vae, mlp_vae  # noqa: E402
+from keras_vae.builders import conv_vae, init_output_bias, mlp_vae  # noqa: E402
 from keras_vae.models import VAE  # noqa: E402
 from keras_vae.hierarchical import (  # noqa: E402
     HierarchicalPosterior,
@@ -79,6 +79,7 @@ __all__ = [
     "export",
     "hierarchical",
     "hierarchical_vae",
+    "init_output_bias",
     "likelihoods",
     "mlp_vae",
     "networks",

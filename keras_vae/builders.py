@@ -2,8 +2,12 @@
 
 Each wires a built-in encoder and mirrored decoder (`keras_vae.networks`) to a Gaussian
 posterior, a likelihood chosen by name (`keras_vae.likelihoods`) and a prior (standard
-normal unless `prior=` is given) in a `keras_vae.VAE`.
+normal unless `prior=` is given) in a `keras_vae.VAE`. `init_output_bias` starts a built
+model's decoder at the data's marginal.
 """
+
+import keras
+import numpy as np
 
 from keras_vae import likelihoods, networks, posteriors
 from keras_vae.models import VAE
@@ -78,3 +82,40 @@ def _assemble(make_encoder, decoder, input_shape, latent_dim, likelihood, covari
         likelihood=likelihoods.make_likelihood(likelihood, input_shape, **likelihood_kwargs),
         **kwargs,
     )
+
+
+def init_output_bias(model, x):
+    """Start p(x|z) at the data's marginal: set the decoder's output bias from x's per-value mean.
+
+    The bias of the decoder's `likelihood_params` layer (the Dense output of
+    `networks.mlp_decoder`, also inside `hierarchical_vae`'s decoder) becomes the
+    likelihood's parameters of the mean of x over examples (`marginal_params`; for the
+    Bernoulli, the logit of the mean clipped to [1e-3, 1 - 1e-3]). Without it every pixel
+    starts at p = 1/2, and tanh networks of Burda et al.'s sizes sit for many epochs on a
+    plateau where the decoder learns the marginal and ignores z (docs/RESULTS.md). Call it
+    before training, on the training data.
+
+    Returns:
+        True if the bias was set; False, leaving the model as it was, when the likelihood has
+        no `marginal_params` (or returns None) or the decoder has no Dense `likelihood_params`
+        layer with one bias per value of x (convolutional decoders: their bias is per channel).
+    """
+    x = np.asarray(x, np.float32)
+    marginal = getattr(model.likelihood, "marginal_params", None)
+    params = marginal(x.mean(axis=0)) if callable(marginal) else None
+    layers = [layer for layer in _leaves(model.decoder) if layer.name == "likelihood_params"]
+    if params is None or len(layers) != 1 or not isinstance(layers[0], keras.layers.Dense):
+        return False
+    bias = layers[0].bias
+    params = np.asarray(params, np.float32)
+    if params.size != bias.shape[0]:
+        return False
+    bias.assign(params.reshape(bias.shape))
+    return True
+
+
+def _leaves(layer):
+    """The layers of a Keras model, nested models opened."""
+    if isinstance(layer, keras.Model):
+        return [leaf for inner in layer.layers for leaf in _leaves(inner)]
+    return [layer]

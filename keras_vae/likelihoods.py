@@ -117,6 +117,12 @@ class BernoulliLikelihood(keras.layers.Layer):
         return ("a Bernoulli likelihood of grey levels is not a normalised density: train and evaluate on binarized "
                 "data (--binarize=dynamic) for a log-likelihood")
 
+    def marginal_params(self, mean):
+        """The logits whose Bernoulli has this per-value `mean` (clipped to [1e-3, 1 - 1e-3]),
+        for `keras_vae.init_output_bias`."""
+        p = np.clip(np.asarray(mean, np.float64), 1e-3, 1 - 1e-3)
+        return np.log(p) - np.log1p(-p)
+
     def call(self, logits):
         per_dimension = self.family(logits=tf.cast(logits, tf.float32), dtype=tf.float32)
         return Independent(per_dimension, reinterpreted_batch_ndims=len(self.event_shape))
@@ -227,6 +233,10 @@ class ContinuousBernoulliLikelihood(BernoulliLikelihood):
     """
 
     family = tfd.ContinuousBernoulli
+
+    def marginal_params(self, mean):
+        """None: the continuous Bernoulli's mean is not sigmoid(logits), so `init_output_bias` leaves it."""
+        return None
 
     def log_likelihood_caveat(self, x):
         """None: a normalised density on [0, 1], for grey levels and binary data alike."""
