@@ -199,3 +199,40 @@ def test_constructor_errors():
         _model(objective="wake-sleep")
     with pytest.raises(ValueError, match="Unknown likelihood 'poisson'"):
         _model(likelihood="poisson")
+
+
+# ---------------------------------------------------------------- init_output_bias
+def _output_layer(model):
+    leaves = lambda layer: ([leaf for inner in layer.layers for leaf in leaves(inner)]  # noqa: E731
+                            if isinstance(layer, keras.Model) else [layer])
+    return next(layer for layer in leaves(model.decoder) if layer.name == "likelihood_params")
+
+
+@pytest.mark.parametrize("build", [
+    lambda shape: keras_vae.mlp_vae(shape, 4, (16,), seed=0),
+    lambda shape: keras_vae.hierarchical_vae(shape, (4, 2), ((16,), (8,)), seed=0),
+], ids=["mlp", "hierarchical"])
+def test_init_output_bias_decodes_every_z_to_the_data_marginal(digits, build):
+    from scipy import special
+
+    x = digits.train
+    model = build(x.shape[1:])
+    layer = _output_layer(model)
+    assert not np.any(layer.bias.numpy())  # zeros before: p = 1/2 everywhere
+    assert keras_vae.init_output_bias(model, x) is True
+    mean = np.clip(x.mean(axis=0), 1e-3, 1 - 1e-3)
+    np.testing.assert_allclose(layer.bias.numpy(), special.logit(mean).ravel(), rtol=1e-5, atol=1e-5)
+    # With the output kernel at zero, every z decodes to the data's mean image.
+    layer.kernel.assign(np.zeros(layer.kernel.shape))
+    z = np.random.default_rng(0).normal(size=(3, model.latent_dim)).astype(np.float32)
+    np.testing.assert_allclose(model.decode(z).mean().numpy(), np.broadcast_to(mean, (3, *mean.shape)), rtol=1e-5)
+
+
+def test_init_output_bias_leaves_what_it_cannot_set(digits):
+    for model, x in ((keras_vae.conv_vae((8, 8, 1), 4, filters=(8,), seed=0), digits.train),  # per-channel bias
+                     (keras_vae.mlp_vae((8, 8, 1), 4, (16,), likelihood="continuous_bernoulli", seed=0), digits.train),
+                     (keras_vae.mlp_vae((8, 8, 1), 4, (16,), likelihood="gaussian", seed=0), digits.train)):
+        before = [w.numpy().copy() for w in model.weights]
+        assert keras_vae.init_output_bias(model, x) is False
+        for old, new in zip(before, model.weights):
+            np.testing.assert_array_equal(old, new.numpy())
