@@ -153,8 +153,8 @@ def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_si
     """Means over x of the ELBO, L_k (k = `bound_samples`) and the IS estimate of log p(x) (k = `iw_samples`),
     with diagnostics of that estimate.
 
-    Not XLA-compiled: on CPUs TensorFlow's oneDNN matmuls, which dominate here, ran 1.5x
-    faster than XLA's (benchmarks/run.py, eval_is_k5000).
+    Not XLA-compiled: on CPUs it ran no faster compiled (TensorFlow's oneDNN matmuls, which
+    dominate here, against XLA's; benchmarks/run.py, eval_is_k5000, docs/RESULTS.md).
 
     A conditional model needs `labels` (integers in [0, num_classes), one per example):
     every number is then conditional on them, the NLL -log p(x|y).
