@@ -295,11 +295,11 @@ def main(argv):
                 jit_compile={"true": True, "false": False}.get(_JIT_COMPILE.value, _JIT_COMPILE.value),
                 steps_per_execution=_STEPS_PER_EXECUTION.value,
             )
+            model.check_data(splits.train, splits.train_labels if num_classes else None)
             if _INIT_FROM.value:
                 init_from(model, _INIT_FROM.value)
             elif _INIT_OUTPUT_BIAS.value:
                 keras_vae.init_output_bias(model, splits.train)
-        model.check_data(splits.train, splits.train_labels if num_classes else None)
         state = _preflight(model_dir)
         common.write_flagfile(os.path.join(model_dir, "flags.cfg"), sys.modules[__name__])
 

@@ -326,6 +326,22 @@ def test_train_init_from_starts_at_the_trained_weights(trained, tmp_path):
     assert read_flags(str(model_dir))["init_from"] == trained.model_dir
 
 
+@pytest.mark.parametrize("flag", ["--init_output_bias", "--noinit_output_bias"])
+def test_train_init_output_bias_starts_the_decoder_at_the_data_mean(tmp_path, flag):
+    """The saved decoder's output bias is the logit of the training split's mean image (clipped
+    as keras_vae.init_output_bias clips it), or zero without the flag; a 1e-9 rate barely moves it."""
+    from scipy import special
+
+    model_dir = tmp_path / "model"
+    assert_ok(run_app("train", *TINY, flag, "--epochs=1", "--learning_rate=1e-9", f"--model_dir={model_dir}",
+                      "--export_dir="))
+    model = keras.saving.load_model(model_dir / "model.keras")
+    bias = next(w for w in model.decoder.weights if w.path.endswith("likelihood_params/bias")).numpy()
+    train = keras_vae.data.load("digits", validation_size=None, binarize="dynamic", seed=0).train
+    expected = special.logit(np.clip(train.mean(axis=0), 1e-3, 1 - 1e-3)).ravel()
+    np.testing.assert_allclose(bias, expected if flag == "--init_output_bias" else 0 * expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("args, fragments", [
     (["--init_from={empty}"], ["--init_from must be a folder written by apps.train"]),
     (["--init_from={trained}", "--hidden_units=8"], ["its trainable weight 0 has shape (64, 16)", "(64, 8)"]),
