@@ -40,6 +40,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks.flops import matmul_flops  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared")
 SERVE_CASES = tuple(f"serve_{s}_b{b}" for s in ("encode", "decode", "reconstruct", "sample", "score") for b in (1, 256))
@@ -101,32 +103,7 @@ def _train(model, x, batch_size):
     # A train step's matmuls: forward, and backward twice that (the gradients of inputs and weights).
     return {"examples_per_sec": examples / seconds, "batch_size": batch_size, "jit_compile": bool(model.jit_compile),
             "steps_per_execution": model.steps_per_execution,
-            **_flop_rate(3 * _matmul_flops(model, model.num_samples) * examples, seconds)}
-
-
-def _matmul_flops(model, num_samples, encodings=1):
-    """Dense-layer FLOPs of one example: the encoder `encodings` times, and per z sample the decoder
-    and, in a hierarchical model, the networks between stochastic layers. Convolutions are not
-    counted (None for a model with any)."""
-    import keras
-
-    per_example = [model.encoder]
-    per_sample = [model.decoder, *getattr(model.posterior, "networks", ()), *getattr(model.prior, "networks", ())]
-
-    def leaves(layer):
-        return [leaf for inner in layer.layers for leaf in leaves(inner)] if isinstance(layer, keras.Model) else [layer]
-
-    def flops(network):
-        layers = leaves(network)
-        if any(isinstance(layer, keras.layers.Conv2D | keras.layers.Conv2DTranspose) for layer in layers):
-            return None
-        return sum(2 * int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
-                   for layer in layers if isinstance(layer, keras.layers.Dense))
-
-    counts = [flops(n) for n in per_example + per_sample]
-    if None in counts:
-        return None
-    return encodings * sum(counts[:1]) + num_samples * sum(counts[1:])
+            **_flop_rate(3 * matmul_flops(model, model.num_samples) * examples, seconds)}
 
 
 def _flop_rate(flops, seconds):
@@ -181,7 +158,7 @@ def eval_is_k5000(iw_samples=5000, bound_samples=50):
     evaluation.report(model, x[:100], iw_samples, bound_samples, verbose=0)  # compiles
     seconds = _timed(lambda: evaluation.report(model, x, iw_samples, bound_samples, verbose=0))
     # The encoder runs once per example and bound (and once more for the closed-form KL).
-    flops = len(x) * _matmul_flops(model, iw_samples + bound_samples, encodings=3)
+    flops = len(x) * matmul_flops(model, iw_samples + bound_samples, encodings=3)
     return {"examples_per_sec": len(x) / seconds, "iw_samples": iw_samples, "num_examples": len(x),
             "full_test_set_seconds": 10000 * seconds / len(x), **_flop_rate(flops, seconds)}
 

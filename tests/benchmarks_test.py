@@ -49,20 +49,15 @@ def test_bad_flags_are_one_line_errors(tmp_path):
 
 def test_matmul_flops_count_every_dense_kernel_once_per_encoding_or_sample():
     """The FLOP rates' numerator, against an independent count: in these MLP models every 2-D weight is a
-    Dense kernel, the encoder's run per encoding and every other per z sample. (In a subprocess:
-    benchmarks.run defines absl flags that apps.train, imported by other tests, defines too.)"""
-    code = """
-import keras_vae
-from benchmarks import run
+    Dense kernel, the encoder's run per encoding and every other per z sample."""
+    import keras_vae
+    from benchmarks.flops import matmul_flops
 
-for model in (keras_vae.mlp_vae((28, 28, 1), 50, (200, 200), seed=0), keras_vae.hierarchical_vae((28, 28, 1), seed=0)):
-    kernels = lambda weights: sum(2 * w.shape[0] * w.shape[1] for w in weights if len(w.shape) == 2)
-    encoder = kernels(model.encoder.weights)
-    per_sample = kernels(model.trainable_weights) - encoder
-    assert per_sample > 0
-    assert run._matmul_flops(model, 50, encodings=3) == 3 * encoder + 50 * per_sample
-assert run._matmul_flops(keras_vae.conv_vae((28, 28, 1), 8, seed=0), 1) is None
-print("ok")
-"""
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+    for model in (keras_vae.mlp_vae((28, 28, 1), 50, (200, 200), seed=0),
+                  keras_vae.hierarchical_vae((28, 28, 1), seed=0)):
+        kernels = lambda weights: sum(2 * w.shape[0] * w.shape[1] for w in weights if len(w.shape) == 2)  # noqa: E731
+        encoder = kernels(model.encoder.weights)
+        per_sample = kernels(model.trainable_weights) - encoder
+        assert per_sample > 0
+        assert matmul_flops(model, 50, encodings=3) == 3 * encoder + 50 * per_sample
+    assert matmul_flops(keras_vae.conv_vae((28, 28, 1), 8, seed=0), 1) is None
