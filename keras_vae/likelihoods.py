@@ -46,16 +46,53 @@ class Independent(tfd.Independent):
     """`tfd.Independent` that sums `log_prob` over the event as one flat axis.
 
     For image events (H, W, C), XLA compiles a reduction over three axes into markedly
-    slower code than the same sum over one.
+    slower code than the same sum over one. A per-value distribution with a
+    `summed_log_prob(x, ndims)` method (`Bernoulli`) computes the sum itself.
     """
 
     def _log_prob(self, x):
-        log_prob = self.distribution.log_prob(x)
         ndims = tf.get_static_value(self.reinterpreted_batch_ndims)
+        summed = getattr(self.distribution, "summed_log_prob", None)
+        if summed is not None and ndims is not None:
+            return summed(x, ndims)
+        log_prob = self.distribution.log_prob(x)
         if ndims is None or ndims < 2:
             return tf.reduce_sum(log_prob, axis=tf.range(-self.reinterpreted_batch_ndims, 0))
-        shape = tf.shape(log_prob)
-        return tf.reduce_sum(tf.reshape(log_prob, tf.concat([shape[:-ndims], [-1]], axis=0)), axis=-1)
+        return tf.reduce_sum(_flatten_last(log_prob, ndims), axis=-1)
+
+
+def _flatten_last(x, ndims):
+    """x with its last `ndims` axes as one."""
+    shape = tf.shape(x)
+    return tf.reshape(x, tf.concat([shape[: tf.rank(x) - ndims], [-1]], axis=0))
+
+
+PRODUCT_GROUP = 16  # factors 1 + e^-|l| multiplied before one log: at most 2^16, exact to float32 rounding
+
+
+@tf.custom_gradient
+def sum_log1p_exp_neg_abs(logits):
+    """sum over the last axis of log(1 + exp(-|l|)), with one log per group of up to 16 values.
+
+    Each factor 1 + e^-|l| lies in (1, 2], so a product of 16 is at most 2^16 and keeps
+    float32's relative precision (a rounding per multiply): the sum's error is at most
+    about 2e-7 nats a value, as with one log per value, for a sixteenth of the logs. The
+    gradient, -sign(l) sigmoid(-|l|) (0 at l = 0), reuses the forward pass's exponentials.
+    """
+    size = logits.shape[-1]
+    if size is None:
+        raise ValueError("sum_log1p_exp_neg_abs needs a static last axis")
+    group = max(g for g in range(1, PRODUCT_GROUP + 1) if size % g == 0)
+    e = tf.exp(-tf.abs(logits))
+    # Value j is multiplied with j + size/group, j + 2 size/group, ...: the product runs over a
+    # non-minor axis, which XLA vectorises along the minor one (about 10% faster than adjacent groups).
+    factors = tf.reshape(1.0 + e, tf.concat([tf.shape(logits)[:-1], [group, size // group]], axis=0))
+    value = tf.reduce_sum(tf.math.log(tf.reduce_prod(factors, axis=-2)), axis=-1)
+
+    def grad(upstream):
+        return upstream[..., None] * -tf.sign(logits) * (e / (1.0 + e))
+
+    return value, grad
 
 
 class Bernoulli(tfd.Bernoulli):
@@ -71,8 +108,10 @@ class Bernoulli(tfd.Bernoulli):
     (k copies of x for k samples of z); this broadcasts as it computes. `log(1 + e)` with
     e = exp(-|l|) in (0, 1] rather than `log1p(e)`: log runs about twice as fast on CPUs,
     and its absolute error, at most about 1.2e-7 per value (1 + e rounded), is below what
-    float32 sums of hundreds of such values keep. The likelihood is most of a small VAE's
-    elementwise work, in training and in the k = 5000 evaluation alike.
+    float32 sums of hundreds of such values keep. Summed over an event (`summed_log_prob`,
+    which `Independent` uses), the logs are taken of products of 16 factors
+    (`sum_log1p_exp_neg_abs`). The likelihood is most of a small VAE's elementwise work, in
+    training and in the k = 5000 evaluation alike.
     """
 
     def _log_prob(self, event):
@@ -81,6 +120,20 @@ class Bernoulli(tfd.Bernoulli):
         logits = tf.convert_to_tensor(self.logits)
         event = tf.cast(event, logits.dtype)
         return -(tf.nn.relu(logits) - event * logits + tf.math.log(1.0 + tf.exp(-tf.abs(logits))))
+
+    def summed_log_prob(self, event, ndims):
+        """`log_prob` summed over the last `ndims` axes of the batch shape, as `Independent` needs."""
+        logits = None if self.logits is None else tf.convert_to_tensor(self.logits)
+        summed = None if logits is None or logits.shape.rank is None or not ndims else logits.shape[-ndims:]
+        if summed is None or not summed.is_fully_defined():  # from probs, or an unknown event size
+            log_prob = self.log_prob(event)
+            return tf.reduce_sum(_flatten_last(log_prob, ndims), axis=-1) if ndims else log_prob
+        flat = tf.reshape(logits, tf.concat([tf.shape(logits)[: logits.shape.rank - ndims], [summed.num_elements()]], 0))
+        event = _flatten_last(tf.cast(event, logits.dtype), ndims)
+        # max(l, 0) - x l value by value, where they cancel exactly (l and x l for x = 1), and max(l, 0)
+        # as (l + |l|) / 2, also exact, whose slope at l = 0 is 1/2, softplus' own (relu's is 0 there).
+        linear = tf.reduce_sum(0.5 * (flat + tf.abs(flat)) - event * flat, axis=-1)
+        return -(linear + sum_log1p_exp_neg_abs(flat))
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")

@@ -205,6 +205,65 @@ def test_bernoulli_log_prob_error_per_value_is_a_float32_rounding(compile_):
     np.testing.assert_array_less(np.abs(ours - exact), 2e-7 + 2e-7 * np.abs(exact))
 
 
+def _bernoulli_sum_case(event_shape, seed):
+    """Logits [3, 4, *event] (typical values and a tail out to +-60) and binary and grey x [4, *event]."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=3.0, size=(3, 4, *event_shape))
+    logits.flat[::7] = rng.uniform(-60, 60, size=logits.flat[::7].shape)
+    logits.flat[3::11] = 0.0  # softplus' slope there is 1/2, where relu's and |l|'s are not defined
+    binary = (rng.uniform(size=(4, *event_shape)) < 0.4).astype(np.float32)
+    grey = rng.uniform(size=(4, *event_shape)).astype(np.float32)
+    return logits.astype(np.float32), (binary, grey)
+
+
+@pytest.mark.parametrize("compile_", [False, True], ids=["eager", "xla"])
+@pytest.mark.parametrize("event_shape", [(28, 28, 1), (8, 8, 1), (3, 5), (17,), (2,)],
+                         ids=["784=16x49", "64=16x4", "15", "17 (prime)", "2"])
+def test_bernoulli_summed_log_prob_matches_float64(event_shape, compile_):
+    """The event sum with one log per product of up to 16 factors: float64's value to float32 rounding
+    (2e-7 a value, and the sum's own rounding of the terms' magnitudes), x broadcast over samples."""
+    logits, xs = _bernoulli_sum_case(event_shape, seed=len(event_shape) + event_shape[0])
+    likelihood = BernoulliLikelihood(event_shape)
+    log_prob = lambda l, x: likelihood(l).log_prob(x)  # noqa: E731
+    log_prob = tf.function(log_prob, jit_compile=True) if compile_ else log_prob
+    l64, axes = logits.astype(np.float64), tuple(range(-len(event_shape), 0))
+    for x in xs:
+        terms = x * special.log_expit(l64) + (1 - x) * special.log_expit(-l64)
+        ours = log_prob(tf.constant(logits), tf.constant(x)).numpy()
+        assert ours.shape == (3, 4)
+        bound = 2e-7 * np.prod(event_shape) + 1e-6 * np.abs(terms).sum(axes)
+        np.testing.assert_array_less(np.abs(ours - terms.sum(axes)), bound)
+
+
+@pytest.mark.parametrize("compile_", [False, True], ids=["eager", "xla"])
+def test_bernoulli_summed_log_prob_gradient_is_x_minus_sigmoid(compile_):
+    """d/dl of x l - softplus(l) is x - sigmoid(l), at l = 0 too: the custom gradient of the grouped logs."""
+    logits, xs = _bernoulli_sum_case((8, 8, 1), seed=3)
+    likelihood = BernoulliLikelihood((8, 8, 1))
+
+    def gradient(l, x):
+        with tf.GradientTape() as tape:
+            tape.watch(l)
+            total = tf.reduce_sum(likelihood(l).log_prob(x) * tf.constant([[1.0], [2.0], [3.0]]))
+        return tape.gradient(total, l)
+
+    gradient = tf.function(gradient, jit_compile=True) if compile_ else gradient
+    upstream = np.array([1.0, 2.0, 3.0])[:, None, None, None, None]
+    for x in xs:
+        expected = upstream * (x - special.expit(logits.astype(np.float64)))
+        np.testing.assert_allclose(gradient(tf.constant(logits), tf.constant(x)).numpy(), expected, atol=1e-6)
+
+
+def test_bernoulli_summed_log_prob_with_an_unknown_event_size_sums_per_value():
+    logits, (x, _) = _bernoulli_sum_case((6,), seed=4)
+    likelihood = BernoulliLikelihood((6,))
+    traced = tf.function(lambda l, x: likelihood(l).log_prob(x),
+                         input_signature=[tf.TensorSpec([None, None, None]), tf.TensorSpec([None, None])])
+    per_value = likelihoods.Bernoulli(logits=logits).log_prob(x).numpy().sum(-1)
+    np.testing.assert_allclose(traced(logits, x).numpy(), per_value, rtol=1e-6)
+    np.testing.assert_allclose(likelihood(logits).log_prob(x).numpy(), per_value, rtol=1e-6, atol=1e-5)
+
+
 def test_bernoulli_from_probs_falls_back_to_tfp():
     probs, x = tf.constant([0.1, 0.5, 0.9]), tf.constant([1.0, 0.0, 1.0])
     ours = likelihoods.Bernoulli(probs=probs, dtype=tf.float32)
