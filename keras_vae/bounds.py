@@ -246,7 +246,7 @@ NOISE_BLOCK = 50  # importance samples drawn per seed (see `importance_sampled`)
 
 
 def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chunk_size=None,
-                       return_log_weights=False):
+                       return_log_weights=False, jit_log_prob=False):
     """L_k, and the ELBO from the same k samples, per example; samples taken `chunk_size` at a time.
 
     Memory grows with `chunk_size`, not with k, so k = 5000 (the usual estimate of
@@ -260,6 +260,14 @@ def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chun
     With `return_log_weights`, every log w_i is kept as well, for `keras_vae.diagnostics`
     (effective sample size, Pareto k-hat): k x B float32 more, 2 MB for k = 5000 and
     B = 100, written chunk by chunk into a `tf.TensorArray`.
+
+    With `jit_log_prob`, p(x|z)'s `log_prob` runs as one XLA computation (when the
+    distribution is a TFP composite tensor, as the package's likelihoods are) inside a
+    graph that is otherwise not compiled: its elementwise work over the chunk's
+    `chunk_size` x B x D values fuses into one pass, where graph ops each read and write
+    the whole tensor (half the likelihood's time on CPUs; `docs/RESULTS.md`). Off by
+    default: a SavedModel signature holding it needs XLA where it is served, which TF
+    Serving's CPU server does not enable by default.
 
     Returns:
         A dict of [B] tensors: `iwae_bound` (L_k), `elbo` (mean of the log weights, a
@@ -283,7 +291,11 @@ def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chun
         z = tf.slice(z, tf.concat([[start - first * block], tf.zeros([tf.rank(z) - 1], tf.int32)], axis=0),
                      tf.concat([[size], tf.fill([tf.rank(z) - 1], -1)], axis=0))
         z = tf.ensure_shape(z, [size, *blocks.shape[2:]])
-        log_px_z = decode(z).log_prob(x)
+        likelihood = decode(z)
+        if jit_log_prob and isinstance(likelihood, tfp.experimental.AutoCompositeTensor):
+            log_px_z = _xla_log_prob(likelihood, x)
+        else:
+            log_px_z = likelihood.log_prob(x)
         log_w = log_px_z + prior.log_prob(z) - posterior.log_prob(z)
         return (tf.reduce_logsumexp(log_w, 0), tf.reduce_sum(log_w, 0), tf.reduce_sum(log_px_z, 0)), log_w
 
@@ -318,6 +330,11 @@ def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chun
     if return_log_weights:
         result["log_weights"] = tf.concat(log_weights, 0)
     return result
+
+
+@tf.function(jit_compile=True)
+def _xla_log_prob(distribution, x):
+    return distribution.log_prob(x)
 
 
 def iwae_bound(x, posterior, prior, decode, num_samples, seed=None, chunk_size=None):

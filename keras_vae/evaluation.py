@@ -153,8 +153,10 @@ def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_si
     """Means over x of the ELBO, L_k (k = `bound_samples`) and the IS estimate of log p(x) (k = `iw_samples`),
     with diagnostics of that estimate.
 
-    Not XLA-compiled: on CPUs it ran no faster compiled (TensorFlow's oneDNN matmuls, which
-    dominate here, against XLA's; benchmarks/run.py, eval_is_k5000, docs/RESULTS.md).
+    Not XLA-compiled as a whole: on CPUs it ran no faster compiled (TensorFlow's oneDNN
+    matmuls, which dominate here, against XLA's); the likelihood's log_prob alone is
+    (`jit_log_prob`), which fuses its elementwise work (benchmarks/run.py, eval_is_k5000,
+    docs/RESULTS.md).
 
     A conditional model needs `labels` (integers in [0, num_classes), one per example):
     every number is then conditional on them, the NLL -log p(x|y).
@@ -194,8 +196,9 @@ def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_si
     @tf.function
     def step(batch, offset, y):
         seed_ = tf.stack([tf.constant(seed, tf.int32), offset])
-        large = model.importance_sampled(batch, iw_samples, chunk_size, seed_, y=y, return_log_weights=True)
-        small = model.importance_sampled(batch, bound_samples, chunk_size, seed_ + [0, 1], y=y)
+        large = model.importance_sampled(batch, iw_samples, chunk_size, seed_, y=y, return_log_weights=True,
+                                         jit_log_prob=True)
+        small = model.importance_sampled(batch, bound_samples, chunk_size, seed_ + [0, 1], y=y, jit_log_prob=True)
         kl = bounds.closed_form_kl(model.encode(batch, y), model.prior_distribution())
         if kl is None:  # no closed form: the Monte Carlo KL of the same k samples
             kl = large["reconstruction"] - large["elbo"]

@@ -214,20 +214,23 @@ class VAE(keras.Model):
             gradient_estimator=gradient_estimator or self.gradient_estimator,
         )
 
-    def importance_sampled(self, x, num_samples, chunk_size=None, seed=None, y=None, return_log_weights=False):
+    def importance_sampled(self, x, num_samples, chunk_size=None, seed=None, y=None, return_log_weights=False,
+                           jit_log_prob=False):
         """Per-example L_k, ELBO and reconstruction from k samples (`bounds.importance_sampled`);
         for a conditional model, of log p(x|y) given labels `y`. `seed` as in `sample`.
-        `return_log_weights` adds the k log weights, `log_weights` [k, B], for `keras_vae.diagnostics`."""
+        `return_log_weights` adds the k log weights, `log_weights` [k, B], for `keras_vae.diagnostics`;
+        `jit_log_prob` compiles p(x|z)'s log_prob with XLA (faster; not for exported signatures)."""
         x = tf.cast(self._check_shape(x), tf.float32)
         y = self._one_hot(y) if self.num_classes else None
-        return self._importance_sampled(x, y, num_samples, chunk_size, self._seed(seed), bool(return_log_weights))
+        return self._importance_sampled(x, y, num_samples, chunk_size, self._seed(seed), bool(return_log_weights),
+                                        bool(jit_log_prob))
 
     @tf.function(reduce_retracing=True)
-    def _importance_sampled(self, x, y, num_samples, chunk_size, seed, return_log_weights=False):
+    def _importance_sampled(self, x, y, num_samples, chunk_size, seed, return_log_weights=False, jit_log_prob=False):
         # Compiled: called eagerly, the per-sample map_fn would run one Python step per sample.
         return bounds.importance_sampled(x, self.encode(x, y), self.prior_distribution(), lambda z: self.decode(z, y),
                                          num_samples, seed=seed, chunk_size=chunk_size,
-                                         return_log_weights=return_log_weights)
+                                         return_log_weights=return_log_weights, jit_log_prob=jit_log_prob)
 
     def iwae_bound(self, x, num_samples, chunk_size=None, seed=None, y=None):
         """L_k per example, drawn `chunk_size` samples at a time; large k estimates log p(x).

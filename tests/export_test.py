@@ -236,20 +236,34 @@ def test_mixed_precision_export_keeps_float32_at_the_boundary(tmp_path, inputs):
     np.testing.assert_allclose(z_mean, model.encode(inputs["x3"]).mean().numpy(), atol=0.05)
 
 
-def test_no_device_is_pinned(exported):
+def _model_functions(exported):
+    """The FunctionDefs of an export's saved_model.pb, less TensorFlow's own checkpoint save/restore."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(exported, "saved_model.pb"), "rb") as f:
         proto.ParseFromString(f.read())
-    graph = proto.meta_graphs[0].graph_def
+    saver = ("__inference__traced_save_", "__inference__traced_restore_")
+    functions = [f for f in proto.meta_graphs[0].graph_def.library.function if not f.signature.name.startswith(saver)]
+    assert len(functions) > 10
+    return functions
+
+
+def test_no_device_is_pinned(exported):
     # TensorFlow's own checkpoint save/restore functions run on the host by design; the
     # model's functions must leave placement to the server.
-    saver = ("__inference__traced_save_", "__inference__traced_restore_")
-    functions = [f for f in graph.library.function if not f.signature.name.startswith(saver)]
-    assert len(functions) > 10
-    pinned = [f"{f.signature.name}/{node.name}: {node.device}" for f in functions for node in f.node_def if node.device]
+    pinned = [f"{f.signature.name}/{node.name}: {node.device}" for f in _model_functions(exported)
+              for node in f.node_def if node.device]
     assert pinned == []
+
+
+def test_no_function_needs_xla(exported):
+    # TF Serving's CPU server runs XLA only when asked (--xla_cpu_compilation_enabled): no
+    # signature may hold a function that must be compiled (the evaluation's jit_log_prob).
+    compiled = [f"{f.signature.name}/{node.name}" for f in _model_functions(exported) for node in f.node_def
+                if node.attr["_XlaMustCompile"].b]
+    compiled += [f.signature.name for f in _model_functions(exported) if f.attr["_XlaMustCompile"].b]
+    assert compiled == []
 
 
 # ------------------------------------------------------------------ input checks inside the graph
