@@ -41,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import app, flags  # noqa: E402
 
 from benchmarks.flops import matmul_flops  # noqa: E402
+from benchmarks.machine import device_name, matmul_peak, timed  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared")
@@ -138,17 +139,6 @@ def train_conv_b128():
     return _train(model, _mnist("train")[: _CONV_EXAMPLES.value], 128)
 
 
-def matmul_peak(n=2048, calls=20):
-    """Best GFLOP/s of an n x n float32 matmul (XLA-compiled, results kept on the device)."""
-    import tensorflow as tf
-
-    a = tf.random.stateless_normal([n, n], seed=[0, 0])
-    matmul = tf.function(lambda a, b: tf.matmul(a, b), jit_compile=True)
-    matmul(a, a).numpy()
-    best = min(_timed(lambda: matmul(a, a).numpy()) for _ in range(calls))
-    return {"examples_per_sec": None, "gflops": 2 * n**3 / best / 1e9, "matrix_size": n}
-
-
 def eval_is_k5000(iw_samples=5000, bound_samples=50):
     """examples/s of `evaluation.report` (the body of apps.evaluate), and its matmul FLOP rate."""
     from keras_vae import data, evaluation
@@ -156,7 +146,7 @@ def eval_is_k5000(iw_samples=5000, bound_samples=50):
     model = _burda_vae()  # the weights do not change the work done
     x = data.binarize_array(_mnist("test")[: _EVAL_EXAMPLES.value], seed=0)
     evaluation.report(model, x[:100], iw_samples, bound_samples, verbose=0)  # compiles
-    seconds = _timed(lambda: evaluation.report(model, x, iw_samples, bound_samples, verbose=0))
+    seconds = timed(lambda: evaluation.report(model, x, iw_samples, bound_samples, verbose=0))
     # The encoder runs once per example and bound (and once more for the closed-form KL).
     flops = len(x) * matmul_flops(model, iw_samples + bound_samples, encodings=3)
     return {"examples_per_sec": len(x) / seconds, "iw_samples": iw_samples, "num_examples": len(x),
@@ -172,16 +162,8 @@ def serve(cases):
     return [r for r in results if r["case"] in wanted]
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def run_child(name):
     """Run one case (or all the listed serve cases) here; print its JSON lines."""
-    from benchmarks.serving import device_name
-
     if name == "serve":
         results = serve(_CASES.value)
     else:

@@ -20,7 +20,6 @@ same records.
 
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -31,6 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+from benchmarks.machine import device_name  # noqa: E402
 from keras_vae import export  # noqa: E402
 
 CHOICES = (*export.SIGNATURES, "serving_default")
@@ -57,20 +57,6 @@ def _check_batch_sizes(values):
 @flags.validator("signatures", f"--signatures must be names from {', '.join(CHOICES)}.")
 def _check_signatures(values):
     return bool(values) and all(v in CHOICES for v in values)
-
-
-def device_name():
-    """The device TensorFlow runs on: the first GPU if there is one, else the CPU, with its model."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus and tf.config.list_logical_devices("GPU"):
-        return f"GPU:0 ({tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'unknown')})"
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"CPU:0 ({model})"
 
 
 def resolve(export_path):

@@ -61,3 +61,31 @@ def test_matmul_flops_count_every_dense_kernel_once_per_encoding_or_sample():
         assert per_sample > 0
         assert matmul_flops(model, 50, encodings=3) == 3 * encoder + 50 * per_sample
     assert matmul_flops(keras_vae.conv_vae((28, 28, 1), 8, seed=0), 1) is None
+
+
+def test_eval_breakdown_prints_each_part_of_a_chunk():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.eval_breakdown", "--chunk_size=60", "--batch_size=10",
+                           "--repeats=1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = {line["part"]: line for line in map(json.loads, done.stdout.splitlines())}
+    assert list(lines) == ["noise", "decoder", "log_prob_graph", "log_prob_xla", "q_and_prior", "chunk", "chunk_graph"]
+    assert all(line["ms_per_chunk"] > 0 and line["chunk_size"] == 60 and line["batch_size"] == 10
+               for line in lines.values())
+    assert lines["chunk"]["share_of_chunk"] == 1.0
+    assert {"gflops", "fraction_of_matmul_peak"} <= set(lines["decoder"]) and "gflops" not in lines["noise"]
+    assert "--chunk_size" in _one_line_error(subprocess.run(
+        [sys.executable, "-m", "benchmarks.eval_breakdown", "--chunk_size=0"], cwd=ROOT, capture_output=True,
+        text=True, timeout=600))
+
+
+def test_cpu_description_names_the_model_and_its_vector_extensions(tmp_path):
+    from benchmarks.machine import cpu_description
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n\n"
+                   "processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu\n")
+    assert cpu_description(str(x86)) == "AMD EPYC 9R14; avx512f avx2 fma"
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd40\n")
+    assert cpu_description(str(arm)).endswith("; sve asimd")
+    assert ";" not in cpu_description(str(tmp_path / "missing"))
