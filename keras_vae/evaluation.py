@@ -193,25 +193,12 @@ def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_si
     if len(x) == 0:
         raise ValueError("Expected at least one example. Received x of shape " + str(tuple(np.shape(x))))
 
-    @tf.function
-    def step(batch, offset, y):
-        seed_ = tf.stack([tf.constant(seed, tf.int32), offset])
-        large = model.importance_sampled(batch, iw_samples, chunk_size, seed_, y=y, return_log_weights=True,
-                                         jit_log_prob=True)
-        small = model.importance_sampled(batch, bound_samples, chunk_size, seed_ + [0, 1], y=y, jit_log_prob=True)
-        kl = bounds.closed_form_kl(model.encode(batch, y), model.prior_distribution())
-        if kl is None:  # no closed form: the Monte Carlo KL of the same k samples
-            kl = large["reconstruction"] - large["elbo"]
-        terms = {"nll": -large["iwae_bound"], "bound": small["iwae_bound"],
-                 "elbo": large["elbo"], "reconstruction": large["reconstruction"], "kl": kl}
-        return terms, large["log_weights"]
-
     sums, ess, pareto_k = {}, [], []
     progress = keras.utils.Progbar(len(x), unit_name="example", verbose=verbose, stateful_metrics=["nll"])
     for start in range(0, len(x), batch_size):
         y = None if labels is None else tf.constant(labels[start : start + batch_size], tf.int32)
-        out, log_weights = step(tf.constant(x[start : start + batch_size], tf.float32), tf.constant(start, tf.int32),
-                                y)
+        out, log_weights = _batch_terms(model, tf.constant(x[start : start + batch_size], tf.float32),
+                                        tf.constant([seed, start], tf.int32), y, iw_samples, bound_samples, chunk_size)
         for key, value in out.items():
             sums[key] = sums.get(key, 0.0) + float(tf.reduce_sum(value))
         # Diagnosed batch by batch, so only one batch's k x B log weights are held.
@@ -247,6 +234,21 @@ def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_si
     results.update(_weight_diagnostics(np.concatenate(ess), np.concatenate(pareto_k) if pareto_k else None,
                                        iw_samples))
     return results
+
+
+def _batch_terms(model, batch, seed, y, iw_samples, bound_samples, chunk_size):
+    """`report`'s per-example terms of one batch, and its log weights. Through the model's own compiled
+    `importance_sampled`, traced once per model and batch shape: a `tf.function` made per `report`
+    call was traced anew on every call, which for a few hundred examples cost as much as evaluating them."""
+    large = model.importance_sampled(batch, iw_samples, chunk_size, seed, y=y, return_log_weights=True,
+                                     jit_log_prob=True)
+    small = model.importance_sampled(batch, bound_samples, chunk_size, seed + [0, 1], y=y, jit_log_prob=True)
+    kl = bounds.closed_form_kl(model.encode(batch, y), model.prior_distribution())
+    if kl is None:  # no closed form: the Monte Carlo KL of the same k samples
+        kl = large["reconstruction"] - large["elbo"]
+    terms = {"nll": -large["iwae_bound"], "bound": small["iwae_bound"],
+             "elbo": large["elbo"], "reconstruction": large["reconstruction"], "kl": kl}
+    return terms, large["log_weights"]
 
 
 def _weight_diagnostics(ess, pareto_k, iw_samples):
