@@ -25,4 +25,3 @@ def matmul_flops(model, num_samples, encodings=1):
     if None in counts:
         return None
     return encodings * sum(counts[:1]) + num_samples * sum(counts[1:])
-

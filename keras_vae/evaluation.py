@@ -238,8 +238,7 @@ def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_si
 
 def _batch_terms(model, batch, seed, y, iw_samples, bound_samples, chunk_size):
     """`report`'s per-example terms of one batch, and its log weights. Through the model's own compiled
-    `importance_sampled`, traced once per model and batch shape: a `tf.function` made per `report`
-    call was traced anew on every call, which for a few hundred examples cost as much as evaluating them."""
+    `importance_sampled`, traced once per model and batch shape rather than once per `report` call."""
     large = model.importance_sampled(batch, iw_samples, chunk_size, seed, y=y, return_log_weights=True,
                                      jit_log_prob=True)
     small = model.importance_sampled(batch, bound_samples, chunk_size, seed + [0, 1], y=y, jit_log_prob=True)
