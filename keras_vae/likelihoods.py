@@ -70,27 +70,43 @@ def _flatten_last(x, ndims):
 PRODUCT_GROUP = 16  # factors 1 + e^-|l| multiplied before one log: at most 2^16, exact to float32 rounding
 
 
+def _groups(values, group):
+    """values [..., D] as [..., group, D // group]: value j in column j mod (D // group)."""
+    return tf.reshape(values, tf.concat([tf.shape(values)[:-1], [group, values.shape[-1] // group]], axis=0))
+
+
+def _group_size(size):
+    if size is None:
+        raise ValueError("Summing by groups needs a static last axis")
+    return max(g for g in range(1, PRODUCT_GROUP + 1) if size % g == 0)
+
+
+def column_sums(values):
+    """values [..., D] summed into D / g columns, [..., D / g] (g = `PRODUCT_GROUP`, or the
+    largest divisor of D below it): column c holds the sum of values c, c + D/g, c + 2 D/g, ...
+
+    The sum runs over a non-minor axis, which XLA vectorises along the minor one; XLA on CPUs
+    compiles a sum over the minor axis into several times slower code (docs/RESULTS.md). The
+    D / g columns left are then summed as usual."""
+    return tf.reduce_sum(_groups(values, _group_size(values.shape[-1])), axis=-2)
+
+
 @tf.custom_gradient
-def sum_log1p_exp_neg_abs(logits):
-    """sum over the last axis of log(1 + exp(-|l|)), with one log per group of up to 16 values.
+def column_log1p_exp_neg_abs(logits):
+    """log(1 + exp(-|l|)) summed into columns as `column_sums` does, with one log per column.
 
     Each factor 1 + e^-|l| lies in (1, 2], so a product of 16 is at most 2^16 and keeps
     float32's relative precision (a rounding per multiply): the sum's error is at most
     about 2e-7 nats a value, as with one log per value, for a sixteenth of the logs. The
     gradient, -sign(l) sigmoid(-|l|) (0 at l = 0), reuses the forward pass's exponentials.
     """
-    size = logits.shape[-1]
-    if size is None:
-        raise ValueError("sum_log1p_exp_neg_abs needs a static last axis")
-    group = max(g for g in range(1, PRODUCT_GROUP + 1) if size % g == 0)
+    group = _group_size(logits.shape[-1])
     e = tf.exp(-tf.abs(logits))
-    # Value j is multiplied with j + size/group, j + 2 size/group, ...: the product runs over a
-    # non-minor axis, which XLA vectorises along the minor one (about 10% faster than adjacent groups).
-    factors = tf.reshape(1.0 + e, tf.concat([tf.shape(logits)[:-1], [group, size // group]], axis=0))
-    value = tf.reduce_sum(tf.math.log(tf.reduce_prod(factors, axis=-2)), axis=-1)
+    value = tf.math.log(tf.reduce_prod(_groups(1.0 + e, group), axis=-2))
 
     def grad(upstream):
-        return upstream[..., None] * -tf.sign(logits) * (e / (1.0 + e))
+        return tf.reshape(_groups(-tf.sign(logits) * (e / (1.0 + e)), group) * upstream[..., None, :],
+                          tf.shape(logits))
 
     return value, grad
 
@@ -110,7 +126,7 @@ class Bernoulli(tfd.Bernoulli):
     and its absolute error, at most about 1.2e-7 per value (1 + e rounded), is below what
     float32 sums of hundreds of such values keep. Summed over an event (`summed_log_prob`,
     which `Independent` uses), the logs are taken of products of 16 factors
-    (`sum_log1p_exp_neg_abs`). The likelihood is most of a small VAE's elementwise work, in
+    (`column_log1p_exp_neg_abs`). The likelihood is most of a small VAE's elementwise work, in
     training and in the k = 5000 evaluation alike.
     """
 
@@ -132,8 +148,9 @@ class Bernoulli(tfd.Bernoulli):
         event = _flatten_last(tf.cast(event, logits.dtype), ndims)
         # max(l, 0) - x l value by value, where they cancel exactly (l and x l for x = 1), and max(l, 0)
         # as (l + |l|) / 2, also exact, whose slope at l = 0 is 1/2, softplus' own (relu's is 0 there).
-        linear = tf.reduce_sum(0.5 * (flat + tf.abs(flat)) - event * flat, axis=-1)
-        return -(linear + sum_log1p_exp_neg_abs(flat))
+        # Both terms go into the same columns, and only then is the event summed (`column_sums`).
+        linear = column_sums(0.5 * (flat + tf.abs(flat)) - event * flat)
+        return -tf.reduce_sum(linear + column_log1p_exp_neg_abs(flat), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
