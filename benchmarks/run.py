@@ -102,9 +102,11 @@ def _train(model, x, batch_size):
     seconds = time.perf_counter() - start
     examples = _EPOCHS.value * (len(x) // batch_size) * batch_size
     # A train step's matmuls: forward, and backward twice that (the gradients of inputs and weights).
+    # None (no rate reported) for a model with layers other than Dense, as conv_vae.
+    forward = matmul_flops(model, model.num_samples)
     return {"examples_per_sec": examples / seconds, "batch_size": batch_size, "jit_compile": bool(model.jit_compile),
             "steps_per_execution": model.steps_per_execution,
-            **_flop_rate(3 * matmul_flops(model, model.num_samples) * examples, seconds)}
+            **_flop_rate(None if forward is None else 3 * forward * examples, seconds)}
 
 
 def _flop_rate(flops, seconds):

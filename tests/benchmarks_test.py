@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from data_test import _shared
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -24,6 +26,16 @@ def test_cases_print_one_json_line_each_and_a_summary():
     assert measured["serve_encode_b1"]["p50_ms"] > 0 and measured["serve_score_b256"]["examples_per_sec"] > 0
     summaries = [line for line in lines if "median_examples_per_sec" in line]
     assert {line["case"] for line in summaries} == {"serve_encode_b1", "serve_score_b256"}
+
+
+def test_a_training_case_without_a_flop_count_reports_its_speed(tmp_path):
+    """train_conv_b128: conv_vae has no Dense-only FLOP count, so its line has examples/s and no rate."""
+    mnist = _shared("mnist")
+    done = _run("--cases=train_conv_b128", "--conv_examples=256", "--epochs=1", f"--mnist_dir={mnist}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = json.loads(done.stdout.splitlines()[0])
+    assert line["case"] == "train_conv_b128" and "error" not in line, line
+    assert line["examples_per_sec"] > 0 and "fraction_of_matmul_peak" not in line
 
 
 def _one_line_error(done):
