@@ -43,11 +43,10 @@ tfb = tfp.bijectors
 
 
 class Independent(tfd.Independent):
-    """`tfd.Independent` that sums `log_prob` over the event as one flat axis.
+    """`tfd.Independent` that sums `log_prob` over the event with `event_sum`.
 
-    For image events (H, W, C), XLA compiles a reduction over three axes into markedly
-    slower code than the same sum over one. A per-value distribution with a
-    `summed_log_prob(x, ndims)` method (`Bernoulli`) computes the sum itself.
+    A per-value distribution with a `summed_log_prob(x, ndims)` method (`Bernoulli`)
+    computes the sum itself.
     """
 
     def _log_prob(self, x):
@@ -56,15 +55,35 @@ class Independent(tfd.Independent):
         if summed is not None and ndims is not None:
             return summed(x, ndims)
         log_prob = self.distribution.log_prob(x)
-        if ndims is None or ndims < 2:
+        if ndims is None:
             return tf.reduce_sum(log_prob, axis=tf.range(-self.reinterpreted_batch_ndims, 0))
-        return tf.reduce_sum(_flatten_last(log_prob, ndims), axis=-1)
+        return event_sum(log_prob, ndims)
 
 
-def _flatten_last(x, ndims):
-    """x with its last `ndims` axes as one."""
+def event_sum(values, ndims):
+    """`values` summed over their last `ndims` axes (the event of a `log_prob`).
+
+    With the event's size static, the values are flattened and summed as a product with a
+    vector of ones. XLA on CPUs compiles a sum over the minor axis into several times slower
+    code than its dot product, and a sum over three axes (an image's H, W, C) slower still
+    (docs/RESULTS.md).
+    """
+    if not ndims:
+        return values
+    size = values.shape[-ndims:].num_elements() if values.shape.rank is not None else None
+    flat = _flatten_last(values, ndims, -1 if size is None else size)
+    return tf.reduce_sum(flat, axis=-1) if size is None else _sum_last(flat)
+
+
+def _sum_last(values):
+    """values [..., n], n static, summed over n as a dot product with ones (see `event_sum`)."""
+    return tf.tensordot(values, tf.ones(values.shape[-1:], values.dtype), axes=1)
+
+
+def _flatten_last(x, ndims, size=-1):
+    """x with its last `ndims` axes as one, of `size` values if given (a static last axis)."""
     shape = tf.shape(x)
-    return tf.reshape(x, tf.concat([shape[: tf.rank(x) - ndims], [-1]], axis=0))
+    return tf.reshape(x, tf.concat([shape[: tf.rank(x) - ndims], [size]], axis=0))
 
 
 PRODUCT_GROUP = 16  # factors 1 + e^-|l| multiplied before one log: at most 2^16, exact to float32 rounding
@@ -85,9 +104,9 @@ def column_sums(values):
     """values [..., D] summed into D / g columns, [..., D / g] (g = `PRODUCT_GROUP`, or the
     largest divisor of D below it): column c holds the sum of values c, c + D/g, c + 2 D/g, ...
 
-    The sum runs over a non-minor axis, which XLA vectorises along the minor one; XLA on CPUs
-    compiles a sum over the minor axis into several times slower code (docs/RESULTS.md). The
-    D / g columns left are then summed as usual."""
+    The sum runs over a non-minor axis, which XLA vectorises along the minor one (see
+    `event_sum`). The few columns left are then summed as usual, with some other work
+    between the two sums: XLA merges two sums in a row back into one (docs/RESULTS.md)."""
     return tf.reduce_sum(_groups(values, _group_size(values.shape[-1])), axis=-2)
 
 
@@ -142,13 +161,13 @@ class Bernoulli(tfd.Bernoulli):
         logits = None if self.logits is None else tf.convert_to_tensor(self.logits)
         summed = None if logits is None or logits.shape.rank is None or not ndims else logits.shape[-ndims:]
         if summed is None or not summed.is_fully_defined():  # from probs, or an unknown event size
-            log_prob = self.log_prob(event)
-            return tf.reduce_sum(_flatten_last(log_prob, ndims), axis=-1) if ndims else log_prob
-        flat = tf.reshape(logits, tf.concat([tf.shape(logits)[: logits.shape.rank - ndims], [summed.num_elements()]], 0))
+            return event_sum(self.log_prob(event), ndims)
+        flat = _flatten_last(logits, ndims, summed.num_elements())
         event = _flatten_last(tf.cast(event, logits.dtype), ndims)
         # max(l, 0) - x l value by value, where they cancel exactly (l and x l for x = 1), and max(l, 0)
         # as (l + |l|) / 2, also exact, whose slope at l = 0 is 1/2, softplus' own (relu's is 0 there).
-        # Both terms go into the same columns, and only then is the event summed (`column_sums`).
+        # Both terms go into the same columns, and only then is the event summed (`column_sums`;
+        # summed as `event_sum` does, the columns of an image event took four times as long).
         linear = column_sums(0.5 * (flat + tf.abs(flat)) - event * flat)
         return -tf.reduce_sum(linear + column_log1p_exp_neg_abs(flat), axis=-1)
 

@@ -284,6 +284,32 @@ def test_flat_independent_sum_equals_tfp(event_shape):
     np.testing.assert_allclose(compiled, reference.log_prob(x), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["eager", "xla", "unknown event size"])
+def test_independent_event_sum_value_and_gradient(mode):
+    """The event sum (a dot product with ones when the event's size is static): the sum of the
+    per-value log densities, and its gradient d/dloc = x - loc for N(x; loc, 1)."""
+    loc = tf.random.stateless_normal((3, 2, 4, 3, 1), seed=[5, 6])
+    x = tf.random.stateless_normal((2, 4, 3, 1), seed=[7, 8])
+
+    def value_and_gradient(loc, x):
+        with tf.GradientTape() as tape:
+            tape.watch(loc)
+            log_prob = likelihoods.Independent(tfd.Normal(loc, 1.0), reinterpreted_batch_ndims=3).log_prob(x)
+            total = tf.reduce_sum(log_prob)
+        return log_prob, tape.gradient(total, loc)
+
+    if mode == "xla":
+        value_and_gradient = tf.function(value_and_gradient, jit_compile=True)
+    elif mode == "unknown event size":
+        value_and_gradient = tf.function(value_and_gradient, input_signature=[
+            tf.TensorSpec([None] * 5), tf.TensorSpec([None] * 4)])
+    log_prob, gradient = value_and_gradient(loc, x)
+    x64, loc64 = x.numpy().astype(np.float64), loc.numpy().astype(np.float64)
+    exact = (-0.5 * (x64 - loc64) ** 2 - 0.5 * np.log(2 * np.pi)).sum(axis=(-3, -2, -1))
+    np.testing.assert_allclose(log_prob.numpy(), exact, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(gradient.numpy(), x64 - loc64, atol=1e-6)
+
+
 @pytest.mark.parametrize("covariance", ["diagonal", "full"])
 def test_philox_sample_has_the_posterior_law_and_reparameterized_gradients(covariance):
     """posteriors.sample draws from q itself: moments match, and d/dparams flows through z."""
