@@ -28,7 +28,7 @@ def test_cases_print_one_json_line_each_and_a_summary():
     assert {line["case"] for line in summaries} == {"serve_encode_b1", "serve_score_b256"}
 
 
-def test_a_training_case_without_a_flop_count_reports_its_speed(tmp_path):
+def test_a_training_case_without_a_flop_count_reports_its_speed():
     """train_conv_b128: conv_vae has no Dense-only FLOP count, so its line has examples/s and no rate."""
     mnist = _shared("mnist")
     done = _run("--cases=train_conv_b128", "--conv_examples=256", "--epochs=1", f"--mnist_dir={mnist}")
