@@ -90,6 +90,20 @@ def test_eval_breakdown_prints_each_part_of_a_chunk():
         text=True, timeout=600))
 
 
+def test_likelihood_timings_cover_every_likelihood_event_part_and_mode():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.likelihoods", "--samples=2", "--batch_size=3",
+                           "--repeats=1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    import keras_vae.likelihoods
+
+    expected = {(name, tuple(event), part, mode) for name in keras_vae.likelihoods.LIKELIHOODS
+                for event in ((784,), (28, 28, 1)) for part in ("value", "value_and_gradient")
+                for mode in ("xla", "graph")}
+    measured = {(line["likelihood"], tuple(line["event_shape"]), line["part"], line["mode"]) for line in lines}
+    assert measured == expected and len(lines) == len(expected) and all(line["ms"] > 0 for line in lines)
+
+
 def test_cpu_description_names_the_model_and_its_vector_extensions(tmp_path):
     from benchmarks.machine import cpu_description
 
