@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from data_test import _shared
+from keras_vae import likelihoods
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,9 +96,7 @@ def test_likelihood_timings_cover_every_likelihood_event_part_and_mode():
                            "--repeats=1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(line) for line in done.stdout.splitlines()]
-    import keras_vae.likelihoods
-
-    expected = {(name, tuple(event), part, mode) for name in keras_vae.likelihoods.LIKELIHOODS
+    expected = {(name, tuple(event), part, mode) for name in likelihoods.LIKELIHOODS
                 for event in ((784,), (28, 28, 1)) for part in ("value", "value_and_gradient")
                 for mode in ("xla", "graph")}
     measured = {(line["likelihood"], tuple(line["event_shape"]), line["part"], line["mode"]) for line in lines}
