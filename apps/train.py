@@ -66,6 +66,9 @@ _LIKELIHOOD_SCALE = flags.DEFINE_string("likelihood_scale", None,
                                         'Scale of a gaussian or discretized_logistic likelihood: a positive number '
                                         'or "learned" (default: 1.0 for gaussian, learned for discretized_logistic).')
 _COVARIANCE = flags.DEFINE_enum("covariance", "diagonal", ["diagonal", "full"], "q(z|x) covariance.")
+_SCALE_ACTIVATION = flags.DEFINE_enum(
+    "scale_activation", "softplus", ["exp", "softplus"], "What makes the latent Gaussians' raw scales positive: "
+    "softplus, or exp (log scale affine in the network's output, as in Burda et al.'s code).")
 _OBJECTIVE = flags.DEFINE_enum("objective", "elbo", ["elbo", "iwae"], "Training bound: ELBO or IWAE L_k.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "z samples per example (k).", lower_bound=1)
 # The choices are keras_vae.bounds.GRADIENT_ESTIMATORS, spelled out (apps.common).
@@ -285,7 +288,7 @@ def main(argv):
         scale = _LIKELIHOOD_SCALE.value
         with strategy.scope():
             model = _architecture(splits.input_shape)(
-                likelihood=_LIKELIHOOD.value, activation=_ACTIVATION.value,
+                likelihood=_LIKELIHOOD.value, activation=_ACTIVATION.value, scale_activation=_SCALE_ACTIVATION.value,
                 likelihood_scale=scale if scale in (None, "learned") else float(scale), beta=_BETA.value,
                 num_samples=_NUM_SAMPLES.value, objective=_OBJECTIVE.value, seed=common.SEED.value,
                 free_bits=_FREE_BITS.value, num_classes=num_classes, gradient_estimator=_GRADIENT_ESTIMATOR.value,
@@ -443,8 +446,8 @@ if __name__ == "__main__":
     common.run(main, "train", groups=[
         common.RUN_GROUP, common.DATA_GROUP,
         ("model", ("architecture", "latent_dim", "hidden_units", "link_units", "filters", "activation", "covariance",
-                   "likelihood", "likelihood_scale", "init_output_bias", "prior", "prior_components", "pseudo_inputs",
-                   "conditional")),
+                   "scale_activation", "likelihood", "likelihood_scale", "init_output_bias", "prior",
+                   "prior_components", "pseudo_inputs", "conditional")),
         ("objective", ("objective", "num_samples", "gradient_estimator", "beta", "free_bits", "kl_warmup_epochs",
                        "kl_cycle_epochs")),
         ("training", ("epochs", "batch_size", "learning_rate", "lr_schedule", "init_from", "mixed_precision",

@@ -14,7 +14,7 @@ from keras_vae.models import VAE
 
 
 def mlp_vae(input_shape, latent_dim, hidden_units=(200, 200), likelihood="bernoulli", covariance="diagonal",
-            activation="relu", likelihood_scale=None, **kwargs):
+            activation="relu", likelihood_scale=None, scale_activation="softplus", **kwargs):
     """A `VAE` with MLP encoder and mirrored MLP decoder for data of shape `input_shape`.
 
     Args:
@@ -27,6 +27,8 @@ def mlp_vae(input_shape, latent_dim, hidden_units=(200, 200), likelihood="bernou
         activation: hidden-layer activation (`"tanh"` as in Burda et al., `"relu"`, ...).
         likelihood_scale: scale of a Gaussian or discretized logistic likelihood: a float or
             `"learned"`; None for the family's default (1.0 and `"learned"`).
+        scale_activation: `"softplus"` or `"exp"`, what makes q(z|x)'s raw scales positive
+            (`posteriors.GaussianPosterior`).
         **kwargs: passed to `VAE` (`beta`, `num_samples`, `objective`, `gradient_estimator`,
             `prior`, `num_classes` for a conditional VAE, ...). An integer `seed` fixes the
             networks' initial weights as well as the model's z noise.
@@ -43,11 +45,11 @@ def mlp_vae(input_shape, latent_dim, hidden_units=(200, 200), likelihood="bernou
                                           seed=seed),
         networks.mlp_decoder(latent_dim, tuple(reversed(tuple(hidden_units))), input_shape, activation=activation,
                              condition_size=c, seed=_other(seed)),
-        input_shape, latent_dim, likelihood, covariance, likelihood_scale, **kwargs)
+        input_shape, latent_dim, likelihood, covariance, likelihood_scale, scale_activation, **kwargs)
 
 
 def conv_vae(input_shape, latent_dim, filters=(32, 64), hidden_units=(256,), likelihood="bernoulli",
-             covariance="diagonal", activation="relu", likelihood_scale=None, **kwargs):
+             covariance="diagonal", activation="relu", likelihood_scale=None, scale_activation="softplus", **kwargs):
     """A `VAE` with a convolutional encoder and a mirrored transposed-convolution decoder.
 
     For images `input_shape = (H, W, C)` with H and W divisible by 2^len(filters), e.g.
@@ -62,7 +64,7 @@ def conv_vae(input_shape, latent_dim, filters=(32, 64), hidden_units=(256,), lik
                                            condition_size=c, seed=seed),
         networks.conv_decoder(latent_dim, tuple(reversed(filters)), input_shape, tuple(reversed(hidden_units)),
                               activation=activation, condition_size=c, seed=_other(seed)),
-        input_shape, latent_dim, likelihood, covariance, likelihood_scale, **kwargs)
+        input_shape, latent_dim, likelihood, covariance, likelihood_scale, scale_activation, **kwargs)
 
 
 def _other(seed):
@@ -70,9 +72,10 @@ def _other(seed):
     return None if seed is None else seed + 1
 
 
-def _assemble(make_encoder, decoder, input_shape, latent_dim, likelihood, covariance, likelihood_scale, **kwargs):
+def _assemble(make_encoder, decoder, input_shape, latent_dim, likelihood, covariance, likelihood_scale,
+              scale_activation, **kwargs):
     """A `VAE` from an encoder factory (given the posterior's parameter count) and a decoder."""
-    posterior = posteriors.GaussianPosterior(latent_dim, covariance=covariance)
+    posterior = posteriors.GaussianPosterior(latent_dim, covariance=covariance, scale_activation=scale_activation)
     scaled = likelihood in ("gaussian", "discretized_logistic")  # the families with a scale parameter
     likelihood_kwargs = {"scale": likelihood_scale} if scaled and likelihood_scale is not None else {}
     return VAE(

@@ -239,7 +239,7 @@ class _ChainLayer(keras.layers.Layer):
 
     ROLE = ""
 
-    def __init__(self, latent_dims, networks=(), min_scale=1e-4, **kwargs):
+    def __init__(self, latent_dims, networks=(), min_scale=1e-4, scale_activation="softplus", **kwargs):
         latent_dims = _check_latent_dims(latent_dims)
         min_scale = checks.check_non_negative("min_scale", min_scale)
         networks = _check_networks(networks, self._link_shapes(latent_dims), f"{type(self).__name__}")
@@ -249,13 +249,15 @@ class _ChainLayer(keras.layers.Layer):
         self.latent_dim = sum(latent_dims)
         self.min_scale = min_scale
         self.networks = networks
-        self._gaussians = [posteriors.GaussianPosterior(size, min_scale=min_scale, name=f"z_{i + 1}")
-                           for i, size in enumerate(latent_dims)]
+        self._gaussians = [posteriors.GaussianPosterior(size, min_scale=min_scale, scale_activation=scale_activation,
+                                                        name=f"z_{i + 1}") for i, size in enumerate(latent_dims)]
+        self.scale_activation = scale_activation
         # The networks are functional models, built at construction; so is this layer.
         self.built = True
 
     def get_config(self):
         config = {"latent_dims": list(self.latent_dims), "min_scale": self.min_scale,
+                  "scale_activation": self.scale_activation,
                   "networks": [keras.saving.serialize_keras_object(network) for network in self.networks]}
         return {**super().get_config(), **config}
 
@@ -273,7 +275,7 @@ class HierarchicalPosterior(_ChainLayer):
     ```none
     q(z_1|x)         = N(loc, diag(scale)^2),  [loc, raw] = encoder(x)
     q(z_{l+1}|z_l)   = N(loc, diag(scale)^2),  [loc, raw] = networks[l - 1](z_l)
-    scale = softplus(raw) + min_scale           (as in `GaussianPosterior`)
+    scale = softplus(raw) + min_scale           (as in `GaussianPosterior`, or exp: `scale_activation`)
     ```
 
     The layer takes the encoder's parameters of q(z_1|x), 2 L_1 of them
@@ -287,6 +289,7 @@ class HierarchicalPosterior(_ChainLayer):
         networks: n - 1 Keras models, `networks[l - 1]` mapping z_l [B, L_l] to the 2 L_{l+1}
             parameters of q(z_{l+1}|z_l), e.g. `keras_vae.networks.mlp`.
         min_scale: floor added to every standard deviation.
+        scale_activation: `"softplus"` or `"exp"`, as in `GaussianPosterior`.
     """
 
     @staticmethod
@@ -321,6 +324,7 @@ class HierarchicalPrior(_ChainLayer):
         networks: n - 1 Keras models, `networks[l - 1]` mapping z_{l+1} [B, L_{l+1}] to the
             2 L_l parameters of p(z_l|z_{l+1}).
         min_scale: floor added to every standard deviation.
+        scale_activation: `"softplus"` or `"exp"`, as in `GaussianPosterior`.
     """
 
     @staticmethod
@@ -369,7 +373,8 @@ class LatentBlock(keras.layers.Layer):
 
 # ---------------------------------------------------------------------- the builder
 def hierarchical_vae(input_shape, latent_dims=(100, 50), hidden_units=((100, 100), (50, 50)), activation="tanh",
-                     likelihood="bernoulli", likelihood_scale=None, min_scale=1e-4, **kwargs):
+                     likelihood="bernoulli", likelihood_scale=None, min_scale=1e-4, scale_activation="softplus",
+                     **kwargs):
     """A `VAE` with n stochastic layers of diagonal Gaussians and MLP networks between them.
 
     The defaults are Burda et al.'s two-layer architecture: q(z_1|x) from x through two
@@ -388,6 +393,8 @@ def hierarchical_vae(input_shape, latent_dims=(100, 50), hidden_units=((100, 100
         likelihood: a name in `likelihoods.LIKELIHOODS`.
         likelihood_scale: as in `mlp_vae`.
         min_scale: floor on every latent standard deviation.
+        scale_activation: `"softplus"` or `"exp"`, what makes every latent Gaussian's raw
+            scales positive (`GaussianPosterior`); Burda et al.'s code used exp.
         **kwargs: passed to `VAE` (`num_samples`, `objective`, `beta`, `seed`, `num_classes`,
             ...), except `prior`: the prior is the hierarchical one. A conditional model
             (`num_classes`) conditions q(z_1|x, y) and p(x|z_1, y) on the labels. An integer
@@ -418,10 +425,11 @@ def hierarchical_vae(input_shape, latent_dims=(100, 50), hidden_units=((100, 100
     links = range(len(latent_dims) - 1)
     posterior = HierarchicalPosterior(latent_dims, [
         networks.mlp(latent_dims[l], hidden_units[l + 1], 2 * latent_dims[l + 1], activation, seed=next(seeds),
-                     name=f"q_z{l + 2}") for l in links], min_scale=min_scale)
+                     name=f"q_z{l + 2}") for l in links], min_scale=min_scale, scale_activation=scale_activation)
     prior = HierarchicalPrior(latent_dims, [
         networks.mlp(latent_dims[l + 1], tuple(reversed(hidden_units[l + 1])), 2 * latent_dims[l], activation,
-                     seed=next(seeds), name=f"p_z{l + 1}") for l in links], min_scale=min_scale)
+                     seed=next(seeds), name=f"p_z{l + 1}") for l in links], min_scale=min_scale,
+        scale_activation=scale_activation)
     scaled = likelihood in ("gaussian", "discretized_logistic")  # the families with a scale parameter (as mlp_vae)
     likelihood_kwargs = {"scale": likelihood_scale} if scaled and likelihood_scale is not None else {}
     return VAE(encoder=encoder, decoder=decoder, posterior=posterior,

@@ -48,16 +48,20 @@ class GaussianPosterior(keras.layers.Layer):
     q(z|x) = N(z; loc, diag(scale)^2),   scale = softplus(raw_scale) + min_scale
     ```
 
-    With `covariance="full"` it holds `[loc, raw_tril]` (size L + L(L+1)/2): the lower
-    triangle is filled in `tfp.math.fill_triangular`'s order and its diagonal made positive
-    the same way, giving `MultivariateNormalTriL`; for a given scale_tril S the raw
-    entries are `tfb.FillScaleTriL(diag_shift=min_scale).inverse(S)`. `params_size(latent_dim, covariance)` tells an encoder how
-    many outputs to produce.
+    (`scale_activation="exp"`: scale = exp(raw_scale) + min_scale, so that log scale is
+    affine in the network's output, as in Burda et al.'s code.) With `covariance="full"` it
+    holds `[loc, raw_tril]` (size L + L(L+1)/2): the lower triangle is filled in
+    `tfp.math.fill_triangular`'s order and its diagonal made positive the same way, giving
+    `MultivariateNormalTriL`; for a given scale_tril S the raw entries are
+    `tfb.FillScaleTriL(diag_bijector, diag_shift=min_scale).inverse(S)`, `diag_bijector`
+    being `SCALE_ACTIVATIONS[scale_activation]()`. `params_size(latent_dim, covariance)`
+    tells an encoder how many outputs to produce.
 
     Args:
         latent_dim: size L of z.
         covariance: `"diagonal"` or `"full"`.
         min_scale: floor added to every standard deviation, for numerical stability.
+        scale_activation: `"softplus"` or `"exp"`, what makes the raw scales positive.
 
     Example:
 
@@ -69,16 +73,19 @@ class GaussianPosterior(keras.layers.Layer):
     """
 
     COVARIANCES = ("diagonal", "full")
+    SCALE_ACTIVATIONS = {"softplus": tfb.Softplus, "exp": tfb.Exp}
 
-    def __init__(self, latent_dim, covariance="diagonal", min_scale=1e-4, **kwargs):
+    def __init__(self, latent_dim, covariance="diagonal", min_scale=1e-4, scale_activation="softplus", **kwargs):
         latent_dim = checks.check_positive_int("latent_dim", latent_dim)
         checks.check_one_of("covariance", covariance, self.COVARIANCES)
         min_scale = checks.check_non_negative("min_scale", min_scale)
+        checks.check_one_of("scale_activation", scale_activation, tuple(self.SCALE_ACTIVATIONS))
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
         self.covariance = covariance
         self.min_scale = min_scale
+        self.scale_activation = scale_activation
 
     @staticmethod
     def params_size(latent_dim, covariance="diagonal"):
@@ -95,11 +102,13 @@ class GaussianPosterior(keras.layers.Layer):
                 f"expects {size} parameters on the last axis. Received shape {tuple(params.shape)}"
             )
         loc, raw = params[..., : self.latent_dim], params[..., self.latent_dim :]
+        positive = self.SCALE_ACTIVATIONS[self.scale_activation]()
         if self.covariance == "diagonal":
-            return tfd.MultivariateNormalDiag(loc, tf.nn.softplus(raw) + self.min_scale)
-        scale_tril = tfb.FillScaleTriL(diag_shift=self.min_scale)(raw)
+            return tfd.MultivariateNormalDiag(loc, positive.forward(raw) + self.min_scale)
+        scale_tril = tfb.FillScaleTriL(diag_bijector=positive, diag_shift=self.min_scale)(raw)
         return tfd.MultivariateNormalTriL(loc, scale_tril)
 
     def get_config(self):
-        config = {"latent_dim": self.latent_dim, "covariance": self.covariance, "min_scale": self.min_scale}
+        config = {"latent_dim": self.latent_dim, "covariance": self.covariance, "min_scale": self.min_scale,
+                  "scale_activation": self.scale_activation}
         return {**super().get_config(), **config}

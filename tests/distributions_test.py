@@ -95,6 +95,27 @@ def test_monte_carlo_kl_converges_to_closed_form(other):
     assert np.all(np.abs(mc - exact) < 4 * stderr + 1e-4), (mc, exact, stderr)
 
 
+@pytest.mark.parametrize("covariance", ["diagonal", "full"])
+def test_exp_scale_activation_makes_log_scale_the_raw_output(covariance):
+    """scale_activation="exp": every standard deviation (the tril's diagonal) is exp(raw) + min_scale,
+    the rest as with softplus; log_prob against scipy."""
+    latent, min_scale = 3, 1e-3
+    rng = np.random.default_rng(12)
+    params = rng.normal(size=(4, GaussianPosterior.params_size(latent, covariance))).astype(np.float32)
+    q = GaussianPosterior(latent, covariance=covariance, min_scale=min_scale, scale_activation="exp")(params)
+    softplus_q = GaussianPosterior(latent, covariance=covariance, min_scale=min_scale)(params)
+    tril, softplus_tril = (d.scale.to_dense().numpy().astype(np.float64) for d in (q, softplus_q))
+    diag = np.diagonal(tril, axis1=-2, axis2=-1)
+    raw_diag = np_inv_softplus(np.diagonal(softplus_tril, axis1=-2, axis2=-1) - min_scale)
+    np.testing.assert_allclose(diag, np.exp(raw_diag) + min_scale, rtol=1e-4)
+    off = ~np.eye(latent, dtype=bool)
+    np.testing.assert_array_equal(tril[:, off], softplus_tril[:, off])
+    np.testing.assert_array_equal(q.mean().numpy(), params[:, :latent])
+    z = rng.normal(size=(4, latent))
+    expected = [stats.multivariate_normal.logpdf(z[b], params[b, :latent], tril[b] @ tril[b].T) for b in range(4)]
+    np.testing.assert_allclose(q.log_prob(z.astype(np.float32)).numpy(), expected, rtol=1e-5)
+
+
 # ---------------------------------------------------------------- full covariance
 def test_full_covariance_posterior_is_positive_definite_with_correct_kl():
     latent = 3
@@ -394,13 +415,14 @@ def _roundtrip_cases():
     return [
         (GaussianPosterior(3, min_scale=0.01, name="q"), diag_params_, z),
         (GaussianPosterior(3, covariance="full", min_scale=0.02), full_params, z),
+        (GaussianPosterior(3, min_scale=0.01, scale_activation="exp"), diag_params_, z),
         (BernoulliLikelihood((4,)), logits, x_bin),
         (GaussianLikelihood((4,), scale=0.3, min_scale=0.01), logits, x_real),
         (GaussianLikelihood((4,), scale="learned"), logits, x_real),
     ]
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(len(_roundtrip_cases())))
 def test_get_config_round_trip(index):
     layer, params, value = _roundtrip_cases()[index]
     config = layer.get_config()
@@ -439,6 +461,8 @@ def test_bad_covariance_min_scale_and_scale_raise():
         GaussianPosterior(2, covariance="spherical")
     with pytest.raises(ValueError, match="min_scale"):
         GaussianPosterior(2, min_scale=-1e-3)
+    with pytest.raises(ValueError, match="scale_activation"):
+        GaussianPosterior(2, scale_activation="relu")
     for scale in (0, -1.0, "fixed", None, float("nan")):
         with pytest.raises(ValueError, match="scale"):
             GaussianLikelihood((3,), scale=scale)

@@ -6,6 +6,7 @@ apps.sample as real subprocesses on a tiny two-layer digits run."""
 import json
 import os
 import types
+import zipfile
 
 import keras
 import numpy as np
@@ -209,6 +210,18 @@ def run(tmp_path_factory):
     run.sample = run_app("sample", f"--model_dir={run.model_dir}", f"--output_dir={run.pictures}")
     assert_ok(run.sample)
     return run
+
+
+@pytest.mark.parametrize("scale_activation", ["exp", "softplus"])
+def test_train_builds_the_scale_activation_asked_for(tmp_path, scale_activation):
+    model_dir = str(tmp_path / "model")
+    assert_ok(run_app("train", "--dataset=digits", "--latent_dim=6,3", "--hidden_units=32", "--link_units=16",
+                      f"--scale_activation={scale_activation}", "--epochs=1", f"--model_dir={model_dir}",
+                      "--export_dir="))
+    assert read_flags(model_dir)["scale_activation"] == scale_activation
+    with zipfile.ZipFile(os.path.join(model_dir, "model.keras")) as archive:
+        config = json.loads(archive.read("config.json"))["config"]
+    assert [config[name]["config"]["scale_activation"] for name in ("posterior", "prior")] == [scale_activation] * 2
 
 
 def test_train_writes_per_layer_collapse_json(run):

@@ -109,24 +109,26 @@ def _q_moments(q, x):
     return mean, cov
 
 
-def _raw_scale(stddev):
-    """The raw parameter a `GaussianPosterior` turns into `stddev` (softplus(raw) + MIN_SCALE)."""
-    return np.log(np.expm1(np.asarray(stddev) - MIN_SCALE))
+def _raw_scale(stddev, scale_activation="softplus"):
+    """The raw parameter a `GaussianPosterior` turns into `stddev` (softplus(raw) + MIN_SCALE, or exp(raw) + ...)."""
+    shifted = np.asarray(stddev) - MIN_SCALE
+    return np.log(np.expm1(shifted)) if scale_activation == "softplus" else np.log(shifted)
 
 
-def _linear_vae(chain, q):
+def _linear_vae(chain, q, scale_activation="softplus"):
     """`hierarchical_vae` with no hidden layers (every network one affine map), its weights set to
     the chain's p and to the q given as affine maps (see `LinearChain.exact_q`)."""
     model = keras_vae.hierarchical_vae((D,), latent_dims=(L1, L2), hidden_units=((), ()), likelihood="gaussian",
-                                       likelihood_scale=SIGMA, min_scale=MIN_SCALE, seed=0)
+                                       likelihood_scale=SIGMA, min_scale=MIN_SCALE, scale_activation=scale_activation,
+                                       seed=0)
     f32 = lambda *arrays: [np.asarray(a, np.float32) for a in arrays]  # noqa: E731
-    zeros = np.zeros
+    zeros, raw = np.zeros, lambda stddev: _raw_scale(stddev, scale_activation)  # noqa: E731
     model.encoder.get_layer("posterior_params").set_weights(f32(
-        np.concatenate([q["K"].T, zeros((D, L1))], 1), np.concatenate([q["k"], _raw_scale(np.sqrt(q["v1"]))])))
+        np.concatenate([q["K"].T, zeros((D, L1))], 1), np.concatenate([q["k"], raw(np.sqrt(q["v1"]))])))
     model.posterior.networks[0].get_layer("params").set_weights(f32(
-        np.concatenate([q["M"].T, zeros((L1, L2))], 1), np.concatenate([q["m"], _raw_scale(np.sqrt(q["v2"]))])))
+        np.concatenate([q["M"].T, zeros((L1, L2))], 1), np.concatenate([q["m"], raw(np.sqrt(q["v2"]))])))
     model.prior.networks[0].get_layer("params").set_weights(f32(
-        np.concatenate([chain.A.T, zeros((L2, L1))], 1), np.concatenate([chain.a, _raw_scale(chain.s1)])))
+        np.concatenate([chain.A.T, zeros((L2, L1))], 1), np.concatenate([chain.a, raw(chain.s1)])))
     model.decoder.get_layer("decoder_z1").get_layer("likelihood_params").set_weights(f32(chain.B.T, chain.b))
     return model
 
@@ -227,9 +229,11 @@ def test_bounds_against_closed_form_log_px(chain):
     np.testing.assert_array_less(np.abs(terms["elbo"].numpy() - elbo), elbo_error * 1.5)
 
 
-def test_exact_posterior_makes_every_log_weight_log_px(chain):
+@pytest.mark.parametrize("scale_activation", ["softplus", "exp"])
+def test_exact_posterior_makes_every_log_weight_log_px(chain, scale_activation):
     log_px = chain.log_px(chain.x)
-    model = _linear_vae(chain, chain.exact_q())
+    model = _linear_vae(chain, chain.exact_q(), scale_activation)
+    assert model.posterior.scale_activation == model.prior.scale_activation == scale_activation
     result = model.importance_sampled(chain.x, 200, seed=13, return_log_weights=True)
     np.testing.assert_allclose(result["log_weights"].numpy(), np.broadcast_to(log_px, (200, 6)), atol=2e-4)
     terms = model.compute_terms(chain.x, num_samples=1, seed=14)
@@ -344,12 +348,15 @@ import keras_vae
 model = keras.saving.load_model(sys.argv[1])
 x = np.load(sys.argv[2])
 print(json.dumps({"iwae_bound": model.iwae_bound(x, 30, seed=4).numpy().tolist(),
-                  "type": type(model.posterior).__name__}))
+                  "type": type(model.posterior).__name__,
+                  "scale_activations": [model.posterior.scale_activation, model.prior.scale_activation]}))
 """
 
 
-def test_keras_file_loads_in_a_fresh_process_with_the_same_bound(digits, tmp_path):
-    model = keras_vae.hierarchical_vae((8, 8, 1), latent_dims=(8, 4), hidden_units=((32,), (16,)), seed=1)
+@pytest.mark.parametrize("scale_activation", ["softplus", "exp"])
+def test_keras_file_loads_in_a_fresh_process_with_the_same_bound(digits, tmp_path, scale_activation):
+    model = keras_vae.hierarchical_vae((8, 8, 1), latent_dims=(8, 4), hidden_units=((32,), (16,)),
+                                       scale_activation=scale_activation, seed=1)
     model.compile(optimizer="adam", jit_compile=False)  # saving is under test, not XLA
     model.fit(_binary(digits.train[:200]), epochs=1, batch_size=50, verbose=0)
     x = _binary(digits.validation[:10])
@@ -362,6 +369,7 @@ def test_keras_file_loads_in_a_fresh_process_with_the_same_bound(digits, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["type"] == "HierarchicalPosterior"
+    assert loaded["scale_activations"] == [scale_activation, scale_activation]
     np.testing.assert_allclose(loaded["iwae_bound"], model.iwae_bound(x, 30, seed=4).numpy(), rtol=1e-5)
 
 
