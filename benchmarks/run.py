@@ -21,6 +21,7 @@ Cases:
   train_hvae_iwae_k50_b100          `fit` of Burda et al.'s two-stochastic-layer model (`hierarchical_vae`) on L_50
   eval_is_k5000                     `evaluation.report`: log p(x) with k=5000 (and L_50) on --eval_examples
                                     test images
+  eval_hvae_is_k5000                the same for the two-stochastic-layer model
   (the train and eval cases report their matmul FLOP rate and its fraction of `matmul_peak`)
   matmul_peak                       GFLOP/s of a large float32 matmul: this machine's ceiling
   serve_<signature>_b<1|256>        SavedModel signature latency (see `benchmarks.serving`),
@@ -47,14 +48,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared")
 SERVE_CASES = tuple(f"serve_{s}_b{b}" for s in ("encode", "decode", "reconstruct", "sample", "score") for b in (1, 256))
 CASES = ("train_mlp_b100", "train_mlp_b1000", "train_conv_b128", "train_iwae_k50_b100", "train_hvae_iwae_k50_b100",
-         "eval_is_k5000", "matmul_peak") + SERVE_CASES
+         "eval_is_k5000", "eval_hvae_is_k5000", "matmul_peak") + SERVE_CASES
 PEERS = ("keras_tutorial", "torch_handwritten", "pythae", "xla_ceiling")
 
 _CASES = flags.DEFINE_list("cases", list(CASES), "Cases to run (default: all).")
 _PEERS = flags.DEFINE_bool("peers", False, "Also run the reference scripts and print ratios to them.")
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Rounds over all cases (and peers); summaries give medians.", lower_bound=1)
 _EPOCHS = flags.DEFINE_integer("epochs", 2, "Timed epochs per training case (and per peer).", lower_bound=1)
-_EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", 1000, "Test images for eval_is_k5000 (10,000: all).",
+_EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", 1000, "Test images for the eval cases (10,000: all).",
                                       lower_bound=1, upper_bound=10000)
 _CONV_EXAMPLES = flags.DEFINE_integer("conv_examples", 10000, "Training images per epoch for train_conv_b128.",
                                       lower_bound=128, upper_bound=50000)
@@ -141,11 +142,12 @@ def train_conv_b128():
     return _train(model, _mnist("train")[: _CONV_EXAMPLES.value], 128)
 
 
-def eval_is_k5000(iw_samples=5000, bound_samples=50):
-    """examples/s of `evaluation.report` (the body of apps.evaluate), and its matmul FLOP rate."""
+def eval_is_k5000(build, iw_samples=5000, bound_samples=50):
+    """examples/s of `evaluation.report` (the body of apps.evaluate) for the model `build()` makes,
+    and its matmul FLOP rate."""
     from keras_vae import data, evaluation
 
-    model = _burda_vae()  # the weights do not change the work done
+    model = build()  # the weights do not change the work done
     x = data.binarize_array(_mnist("test")[: _EVAL_EXAMPLES.value], seed=0)
     evaluation.report(model, x[:100], iw_samples, bound_samples, verbose=0)  # compiles
     seconds = timed(lambda: evaluation.report(model, x, iw_samples, bound_samples, verbose=0))
@@ -170,7 +172,8 @@ def run_child(name):
         results = serve(_CASES.value)
     else:
         function = {"train_mlp_b100": lambda: train_mlp(100), "train_mlp_b1000": lambda: train_mlp(1000),
-                    "train_conv_b128": train_conv_b128, "eval_is_k5000": eval_is_k5000,
+                    "train_conv_b128": train_conv_b128, "eval_is_k5000": lambda: eval_is_k5000(_burda_vae),
+                    "eval_hvae_is_k5000": lambda: eval_is_k5000(_burda_hvae),
                     "train_iwae_k50_b100": lambda: _train(_burda_vae(objective="iwae", num_samples=50),
                                                           _mnist("train"), 100),
                     "train_hvae_iwae_k50_b100": lambda: _train(_burda_hvae(objective="iwae", num_samples=50),

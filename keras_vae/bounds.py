@@ -65,6 +65,7 @@ All functions return one value per example, in nats.
      Reparameterized Gradient Estimators for Monte Carlo Objectives. ICLR 2019.
 """
 
+import functools
 import math
 
 import tensorflow as tf
@@ -261,13 +262,14 @@ def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chun
     (effective sample size, Pareto k-hat): k x B float32 more, 2 MB for k = 5000 and
     B = 100, written chunk by chunk into a `tf.TensorArray`.
 
-    With `jit_log_prob`, p(x|z)'s `log_prob` runs as one XLA computation (when the
-    distribution is a TFP composite tensor, as the package's likelihoods are) inside a
-    graph that is otherwise not compiled: its elementwise work over the chunk's
-    `chunk_size` x B x D values fuses into one pass, where graph ops each read and write
-    the whole tensor (half the likelihood's time on CPUs; `docs/RESULTS.md`). Off by
-    default: a SavedModel signature holding it needs XLA where it is served, which TF
-    Serving's CPU server does not enable by default.
+    With `jit_log_prob`, the log densities of p(x|z), p(z) and q(z|x) each run as one XLA
+    computation (where `_jit_log_prob` can compile them: the package's likelihoods,
+    posteriors, priors and hierarchical layers) inside a graph that is
+    otherwise not compiled: their elementwise work over the chunk's `chunk_size` x B x D
+    values (and x L for the latents) fuses into one pass, where graph ops each read and
+    write the whole tensor (half the likelihood's time on CPUs, and more of a two-layer
+    model's latents; `docs/RESULTS.md`). Off by default: a SavedModel signature holding it
+    needs XLA where it is served, which TF Serving's CPU server does not enable by default.
 
     Returns:
         A dict of [B] tensors: `iwae_bound` (L_k), `elbo` (mean of the log weights, a
@@ -277,26 +279,28 @@ def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chun
     chunk_size = num_samples if chunk_size is None else min(chunk_size, num_samples)
     block = min(NOISE_BLOCK, num_samples)
     seed = tfp.random.sanitize_seed(seed)
+    log_prob = _jit_log_prob if jit_log_prob else (lambda distribution, value: distribution.log_prob(value))
 
     def chunk(start, size):
         """(logsumexp, sum) of the log weights, the sum of log p(x|z), and the log weights [size, B],
         over samples start..start+size-1."""
         first = start // block
-        blocks = tf.map_fn(  # [n, G, *batch, L]: the blocks overlapping the chunk
-            lambda b: posteriors.sample(posterior, block, seed=tf.random.experimental.stateless_fold_in(seed, b)),
+
+        def rows(blocks):  # [n, G, ...] -> the chunk's [size, ...]
+            flat = tf.reshape(blocks, tf.concat([[-1], tf.shape(blocks)[2:]], axis=0))
+            flat = tf.slice(flat, tf.concat([[start - first * block], tf.zeros([tf.rank(flat) - 1], tf.int32)], 0),
+                            tf.concat([[size], tf.fill([tf.rank(flat) - 1], -1)], 0))
+            return tf.ensure_shape(flat, [size, *blocks.shape[2:]])
+
+        z_blocks, log_qz_blocks = tf.map_fn(  # [n, G, *batch, L], [n, G, *batch]: the blocks overlapping the chunk
+            lambda b: _sample_and_log_prob(posterior, block, tf.random.experimental.stateless_fold_in(seed, b),
+                                           log_prob),
             tf.range(first, (start + size - 1) // block + 1),
-            fn_output_signature=posterior.dtype,
+            fn_output_signature=(posterior.dtype, posterior.dtype),
         )
-        z = tf.reshape(blocks, tf.concat([[-1], tf.shape(blocks)[2:]], axis=0))
-        z = tf.slice(z, tf.concat([[start - first * block], tf.zeros([tf.rank(z) - 1], tf.int32)], axis=0),
-                     tf.concat([[size], tf.fill([tf.rank(z) - 1], -1)], axis=0))
-        z = tf.ensure_shape(z, [size, *blocks.shape[2:]])
-        likelihood = decode(z)
-        if jit_log_prob and isinstance(likelihood, tfp.experimental.AutoCompositeTensor):
-            log_px_z = _xla_log_prob(likelihood, x)
-        else:
-            log_px_z = likelihood.log_prob(x)
-        log_w = log_px_z + prior.log_prob(z) - posterior.log_prob(z)
+        z, log_qz = rows(z_blocks), rows(log_qz_blocks)
+        log_px_z = log_prob(decode(z), x)
+        log_w = log_px_z + log_prob(prior, z) - log_qz
         return (tf.reduce_logsumexp(log_w, 0), tf.reduce_sum(log_w, 0), tf.reduce_sum(log_px_z, 0)), log_w
 
     def add(totals, terms):
@@ -332,9 +336,42 @@ def importance_sampled(x, posterior, prior, decode, num_samples, seed=None, chun
     return result
 
 
+def _sample_and_log_prob(distribution, n, seed, log_prob):
+    """n draws z of `distribution` (`posteriors.sample`'s) and `log_prob(distribution, z)`. A
+    distribution made of blocks (`hierarchical.LatentChain`) gives each block's distribution
+    from the draw itself (`sample_with_blocks`), so that its networks run once."""
+    sample_with_blocks = getattr(distribution, "sample_with_blocks", None)
+    if sample_with_blocks is None:
+        z = posteriors.sample(distribution, n, seed=seed)
+        return z, log_prob(distribution, z)
+    z, blocks = sample_with_blocks(n, seed=seed)
+    return z, functools.reduce(tf.add, [log_prob(d, value) for d, value in blocks])  # broadcasts
+
+
+def _jit_log_prob(distribution, value):
+    """`distribution.log_prob(value)`, as one XLA computation where it can be.
+
+    Compiled: TFP composite tensors (the package's likelihoods, mixture and VampPrior
+    priors), and Gaussians over a linear
+    operator (`GaussianPosterior`'s, the standard-normal prior), which
+    `tfp.experimental.as_composite` makes one. A distribution made of blocks
+    (`hierarchical.LatentChain`: `block_distributions(value)` gives each block's
+    distribution, its parent's network run as usual, and the block's value) is compiled
+    block by block. Anything else runs as graph ops, as XLA may not support its ops.
+    """
+    blocks = getattr(distribution, "block_distributions", None)
+    if blocks is not None:
+        return functools.reduce(tf.add, [_jit_log_prob(d, v) for d, v in blocks(value)])  # broadcasts
+    if isinstance(distribution, tfd.MultivariateNormalLinearOperator):
+        return _xla_log_prob(tfp.experimental.as_composite(distribution), value)
+    if isinstance(distribution, tfp.experimental.AutoCompositeTensor):
+        return _xla_log_prob(distribution, value)
+    return distribution.log_prob(value)
+
+
 @tf.function(jit_compile=True)
-def _xla_log_prob(distribution, x):
-    return distribution.log_prob(x)
+def _xla_log_prob(distribution, value):
+    return distribution.log_prob(value)
 
 
 def iwae_bound(x, posterior, prior, decode, num_samples, seed=None, chunk_size=None):

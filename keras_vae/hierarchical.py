@@ -81,8 +81,11 @@ class LatentChain(tfd.Distribution):
     `keras_vae.posteriors.sample` draws (Philox noise for Gaussians).
 
     `log_prob(z)` is the sum of `block_log_probs(z)`, the log density of each block given
-    its parent. No closed-form KL is registered: `tfd.kl_divergence` raises
-    NotImplementedError, and the bounds fall back to the Monte Carlo KL.
+    its parent; `block_distributions(z)` gives those conditionals themselves, and
+    `sample_with_blocks(n)` a draw with the conditionals met while drawing it (so that
+    `keras_vae.bounds` runs the links' networks once for a draw and its density). No
+    closed-form KL is registered: `tfd.kl_divergence` raises NotImplementedError, and the
+    bounds fall back to the Monte Carlo KL.
 
     `mean()` and `stddev()` are exact for the first block drawn (`root`'s moments). For a
     later block they are the moments of its conditional at the previous block's `mean()`
@@ -144,23 +147,37 @@ class LatentChain(tfd.Distribution):
         return tf.split(tf.convert_to_tensor(z, self.dtype), self._sizes, axis=-1)
 
     def _sample_n(self, n, seed=None):
+        return self.sample_with_blocks(n, seed)[0]
+
+    def sample_with_blocks(self, n, seed=None):
+        """n draws z [n, *batch, L] (what `sample(n, seed)` draws), and the
+        `block_distributions(z)` met while drawing them: each link's network runs once for
+        both, where `sample` then `log_prob` run it twice."""
         seeds = tf.unstack(tfp.random.split_seed(seed, n=len(self._sizes)))
-        blocks = [None] * len(self._sizes)
-        z = blocks[self._order[0]] = posteriors.sample(self._root, n, seed=seeds[0])
+        parts = [None] * len(self._sizes)
+        distribution, z = self._root, posteriors.sample(self._root, n, seed=seeds[0])
+        parts[self._order[0]] = (distribution, z)
         for slot, link, block_seed in zip(self._order[1:], self._links, seeds[1:]):
-            z = blocks[slot] = posteriors.sample(link(z), seed=block_seed)
-        return tf.concat(blocks, axis=-1)
+            distribution = link(z)
+            z = posteriors.sample(distribution, seed=block_seed)
+            parts[slot] = (distribution, z)
+        return tf.concat([value for _, value in parts], axis=-1), parts
+
+    def block_distributions(self, z):
+        """[(distribution, value)] per block, in order 1..n: the block's distribution given
+        its parent's value in z (`root` for the first drawn), and the block's value in z."""
+        blocks = self.split(z)
+        parts = [None] * len(self._sizes)
+        parts[self._order[0]] = (self._root, blocks[self._order[0]])
+        for parent, slot, link in zip(self._order, self._order[1:], self._links):
+            parts[slot] = (link(blocks[parent]), blocks[slot])
+        return parts
 
     def block_log_probs(self, z):
         """The log density of each block given its parent, in order 1..n: for a posterior
         [log q(z_1|x), log q(z_2|z_1), ...], for a prior [log p(z_1|z_2), ..., log p(z_n)];
         each of shape [..., *batch] for z of shape [..., *batch, L]."""
-        blocks = self.split(z)
-        log_probs = [None] * len(self._sizes)
-        log_probs[self._order[0]] = self._root.log_prob(blocks[self._order[0]])
-        for parent, slot, link in zip(self._order, self._order[1:], self._links):
-            log_probs[slot] = link(blocks[parent]).log_prob(blocks[slot])
-        return log_probs
+        return [distribution.log_prob(value) for distribution, value in self.block_distributions(z)]
 
     def _log_prob(self, z):
         return functools.reduce(tf.add, self.block_log_probs(z))  # broadcasts, unlike add_n

@@ -39,6 +39,17 @@ def test_a_training_case_without_a_flop_count_reports_its_speed():
     assert line["examples_per_sec"] > 0 and "fraction_of_matmul_peak" not in line
 
 
+def test_the_two_layer_evaluation_case_reports_its_flop_rate():
+    """eval_hvae_is_k5000 (the code of eval_is_k5000, with a hierarchical model) on one test image."""
+    mnist = _shared("mnist")
+    done = _run("--cases=eval_hvae_is_k5000", "--eval_examples=1", f"--mnist_dir={mnist}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = json.loads(done.stdout.splitlines()[0])
+    assert line["case"] == "eval_hvae_is_k5000" and "error" not in line, line
+    assert line["num_examples"] == 1 and line["iw_samples"] == 5000, line
+    assert line["examples_per_sec"] > 0 and line["fraction_of_matmul_peak"] > 0, line
+
+
 def _one_line_error(done):
     """The single line a failed run printed (absl's help hint aside)."""
     lines = [line for line in done.stderr.splitlines()

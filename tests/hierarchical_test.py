@@ -24,6 +24,7 @@ import tensorflow as tf
 from scipy import stats
 
 import keras_vae
+from helpers import xla_calls
 from keras_vae import bounds, data, hierarchical
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -234,8 +235,12 @@ def test_exact_posterior_makes_every_log_weight_log_px(chain, scale_activation):
     log_px = chain.log_px(chain.x)
     model = _linear_vae(chain, chain.exact_q(), scale_activation)
     assert model.posterior.scale_activation == model.prior.scale_activation == scale_activation
-    result = model.importance_sampled(chain.x, 200, seed=13, return_log_weights=True)
-    np.testing.assert_allclose(result["log_weights"].numpy(), np.broadcast_to(log_px, (200, 6)), atol=2e-4)
+    for jit in (False, True):  # the evaluation's compiled log densities too (each block's, under XLA)
+        result = model.importance_sampled(chain.x, 200, seed=13, return_log_weights=True, jit_log_prob=jit)
+        np.testing.assert_allclose(result["log_weights"].numpy(), np.broadcast_to(log_px, (200, 6)), atol=2e-4)
+    traced = tf.function(lambda: model.importance_sampled(chain.x, 200, seed=13, jit_log_prob=True)["iwae_bound"])
+    # XLA functions for more than p(x|z): the chains' blocks too (one function per distinct signature).
+    assert len(set(xla_calls(traced))) > 1
     terms = model.compute_terms(chain.x, num_samples=1, seed=14)
     np.testing.assert_allclose(terms["elbo"].numpy(), log_px, atol=2e-4)
     iwae = model.compute_terms(chain.x, num_samples=5, objective="iwae", seed=15)

@@ -293,6 +293,20 @@ def test_vamp_prior_errors():
         VampPrior(2, 0, input_shape=(3,))
 
 
+@pytest.mark.parametrize("prior_name,covariance", [("mixture", "diagonal"), ("vamp", "diagonal"), ("vamp", "full")])
+def test_learnable_priors_give_the_same_bounds_with_compiled_log_probs(digits, prior_name, covariance):
+    # The evaluation compiles log p(z) and log q(z|x) with XLA (`jit_log_prob`): a mixture prior, and a
+    # VampPrior of diagonal or full-covariance posteriors, must give what graph ops give.
+    prior = make_prior(prior_name, 3, (8, 8, 1), **({"num_components": 5} if prior_name == "mixture"
+                                                     else {"num_pseudo_inputs": 10}))
+    model = keras_vae.mlp_vae((8, 8, 1), latent_dim=3, hidden_units=(16,), prior=prior, covariance=covariance, seed=0)
+    x = digits.validation[:20]
+    plain, jitted = (model.importance_sampled(x, 60, chunk_size=25, seed=4, return_log_weights=True, jit_log_prob=jit)
+                     for jit in (False, True))
+    for key in plain:
+        np.testing.assert_allclose(jitted[key].numpy(), plain[key].numpy(), rtol=1e-5, atol=1e-4, err_msg=key)
+
+
 # ---------------------------------------------------------------- training
 def _mean_elbo(model, x):
     return float(np.mean(model.compute_terms(x, num_samples=20, seed=0)["elbo"].numpy()))
