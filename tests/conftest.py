@@ -1,3 +1,25 @@
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# One XLA compilation cache on disk for this test session: its processes (the xdist workers and the
+# apps they start) read and write it, and TensorFlow names each entry by the computation it
+# compiled, so an entry is used only for the very same computation. Most app tests run the same
+# tiny command again and again (crash_test reruns one 12 times), and every fresh process would
+# compile its train step anew. TensorFlow writes an entry to a temporary file, then renames it, so a
+# killed process or two writing at once leave no torn entry. Set before TensorFlow is imported, in
+# the first process; the workers and subprocesses inherit it.
+_CACHE_FLAG = "--tf_xla_persistent_cache_directory"
+_CACHE_OWNER = "KERAS_VAE_TEST_XLA_CACHE_OWNER"
+if _CACHE_FLAG not in os.environ.get("TF_XLA_FLAGS", ""):
+    _cache_dir = tempfile.mkdtemp(prefix="keras_vae_test_xla_cache_")
+    os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {_CACHE_FLAG}={_cache_dir}".strip()
+    os.environ[_CACHE_OWNER] = f"{os.getpid()}:{_cache_dir}"
+
+
+def pytest_unconfigure(config):
+    owner, _, cache_dir = os.environ.get(_CACHE_OWNER, "").partition(":")
+    if owner == str(os.getpid()):
+        shutil.rmtree(cache_dir, ignore_errors=True)

@@ -3,8 +3,8 @@
 Each case starts a real apps.train subprocess with `KERAS_VAE_KILL_AT=<point>`, so the
 package SIGKILLs itself exactly there (`keras_vae.runs.kill_point`), then reruns the same
 command without it and checks: exit 0, what the rerun said it did, a final model as good
-as an uninterrupted run's, exactly one SavedModel version and it is that model, and no
-temporary file or staging folder left behind.
+as an uninterrupted run's, exactly one SavedModel version and it is that model, no
+temporary file or staging folder left behind, and run.json marking the run finished.
 """
 
 import os
@@ -77,6 +77,9 @@ def test_kill_at_a_write_point_then_the_same_command_finishes(tmp_path, uninterr
     np.testing.assert_allclose(served["z_mean"], model.encode(x[:16]).mean(), rtol=1e-4, atol=1e-5)
     assert not (model_dir / "backup").exists()
     assert _leftovers(model_dir, export_dir) == []
-    # Finished and complete: a third run refuses to overwrite it.
-    again = run_app("train", *args)
-    assert again.returncode != 0 and "holds a finished run" in again.stderr
+    # Finished and complete: run.json records every step, and the final model's SHA-256, so the
+    # same command run a third time would refuse to overwrite it (apps_test runs that refusal).
+    state = runs.RunState(str(model_dir))
+    assert state.get("trained") and state.get("pictures"), state.values
+    assert os.path.samefile(state.get("exported"), export_dir / "vae_digits" / "1"), state.values
+    assert state.get("model_sha256") == runs.sha256(str(model_dir / "model.keras"))
