@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # One XLA compilation cache on disk for this test session: its processes (the xdist workers and the
 # apps they start) read and write it, and TensorFlow names each entry by the computation it
 # compiled, so an entry is used only for the very same computation. Most app tests run the same
-# tiny command again and again (crash_test reruns one 12 times), and every fresh process would
+# tiny command again and again (crash_test runs one 24 times), and every fresh process would
 # compile its train step anew. TensorFlow writes an entry to a temporary file, then renames it, so a
 # killed process or two writing at once leave no torn entry. Set before TensorFlow is imported, in
 # the first process; the workers and subprocesses inherit it.
