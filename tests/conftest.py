@@ -12,14 +12,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # killed process or two writing at once leave no torn entry. Set before TensorFlow is imported, in
 # the first process; the workers and subprocesses inherit it.
 _CACHE_FLAG = "--tf_xla_persistent_cache_directory"
-_CACHE_OWNER = "KERAS_VAE_TEST_XLA_CACHE_OWNER"
+_own_cache_dir = None  # set in the process that made the folder, which removes it
 if _CACHE_FLAG not in os.environ.get("TF_XLA_FLAGS", ""):
-    _cache_dir = tempfile.mkdtemp(prefix="keras_vae_test_xla_cache_")
-    os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {_CACHE_FLAG}={_cache_dir}".strip()
-    os.environ[_CACHE_OWNER] = f"{os.getpid()}:{_cache_dir}"
+    _own_cache_dir = tempfile.mkdtemp(prefix="keras_vae_test_xla_cache_")
+    os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {_CACHE_FLAG}={_own_cache_dir}".strip()
 
 
 def pytest_unconfigure(config):
-    owner, _, cache_dir = os.environ.get(_CACHE_OWNER, "").partition(":")
-    if owner == str(os.getpid()):
-        shutil.rmtree(cache_dir, ignore_errors=True)
+    if _own_cache_dir:
+        shutil.rmtree(_own_cache_dir, ignore_errors=True)
