@@ -197,12 +197,15 @@ def test_errors(model, x):
 # ---------------------------------------------------------------- the apps, as subprocesses
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """apps.train of a two-layer model (6 and 3 units), then apps.evaluate and apps.sample on it."""
+    """apps.train of a two-layer model (6 and 3 units), then apps.evaluate and apps.sample on it.
+    --scale_activation=softplus is the default, asked for explicitly: the run is the softplus case
+    of test_train_builds_the_scale_activation_asked_for too."""
     root = tmp_path_factory.mktemp("hierarchical_run")
     run = types.SimpleNamespace(model_dir=str(root / "model"), eval_json=str(root / "eval.json"),
                                 pictures=str(root / "pics"))
     run.train = run_app("train", "--dataset=digits", "--latent_dim=6,3", "--hidden_units=32", "--link_units=16",
-                        "--epochs=2", f"--model_dir={run.model_dir}", f"--export_dir={root / 'export'}")
+                        "--scale_activation=softplus", "--epochs=2", f"--model_dir={run.model_dir}",
+                        f"--export_dir={root / 'export'}")
     assert_ok(run.train)
     run.evaluate = run_app("evaluate", f"--model_dir={run.model_dir}", "--iw_samples=50",
                            f"--output_json={run.eval_json}")
@@ -213,11 +216,14 @@ def run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("scale_activation", ["exp", "softplus"])
-def test_train_builds_the_scale_activation_asked_for(tmp_path, scale_activation):
-    model_dir = str(tmp_path / "model")
-    assert_ok(run_app("train", "--dataset=digits", "--latent_dim=6,3", "--hidden_units=32", "--link_units=16",
-                      f"--scale_activation={scale_activation}", "--epochs=1", f"--model_dir={model_dir}",
-                      "--export_dir="))
+def test_train_builds_the_scale_activation_asked_for(request, tmp_path, scale_activation):
+    if scale_activation == "softplus":  # the module's run, which passes --scale_activation=softplus
+        model_dir = request.getfixturevalue("run").model_dir
+    else:
+        model_dir = str(tmp_path / "model")
+        assert_ok(run_app("train", "--dataset=digits", "--latent_dim=6,3", "--hidden_units=32", "--link_units=16",
+                          f"--scale_activation={scale_activation}", "--epochs=1", f"--model_dir={model_dir}",
+                          "--export_dir="))
     assert read_flags(model_dir)["scale_activation"] == scale_activation
     with zipfile.ZipFile(os.path.join(model_dir, "model.keras")) as archive:
         config = json.loads(archive.read("config.json"))["config"]
