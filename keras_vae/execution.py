@@ -95,9 +95,11 @@ class MultiStepFunction:
 
     With `fuse=True` (XLA only) runs of equal-shaped batches, `MAX_FUSED_BYTES` at a
     time, go through one compiled `tf.while_loop`; otherwise each step is one compiled
-    call. Either way each batch gets exactly one `step`, in order. `max_steps`, when set
-    (by `StepCallbacks`, from the steps left in the epoch), caps the next call only, so
-    `fit(steps_per_epoch=N)` runs exactly N steps.
+    call. Either way each batch gets exactly one `step`, in order. A run shorter than a
+    call holds (an epoch's last, or one cut by `max_steps`) is padded with its last batch
+    and the loop told how many steps to run, so each batch shape compiles one loop.
+    `max_steps`, when set (by `StepCallbacks`, from the steps left in the epoch), caps the
+    next call only, so `fit(steps_per_epoch=N)` runs exactly N steps.
     """
 
     def __init__(self, step, steps_per_execution, jit_compile=False, run_eagerly=False, fuse=False):
@@ -122,7 +124,11 @@ class MultiStepFunction:
         logs = None
         if self._fused is not None:
             for group in equal_shape_groups(batches, MAX_FUSED_BYTES):
-                logs = self._fused(group) if len(group) > 1 else self._one(group[0])
+                if len(group) == 1:
+                    logs = self._one(group[0])
+                else:
+                    size = fused_size(group[0], self.steps_per_execution, MAX_FUSED_BYTES)
+                    logs = self._fused(group + group[-1:] * (size - len(group)), tf.constant(len(group)))
         else:
             for batch in batches:
                 logs = self._one(batch)
@@ -130,14 +136,15 @@ class MultiStepFunction:
 
 
 def _fused_loop(step):
-    def fused_steps(batches):
+    def fused_steps(batches, count):
+        """`step` on the first `count` (a tensor: not traced per value) of `batches`."""
         stacked = tf.nest.map_structure(lambda *parts: None if parts[0] is None else tf.stack(parts), *batches)
 
         def body(i, logs):
             return i + 1, step(tf.nest.map_structure(lambda s: None if s is None else s[i], stacked))
 
         logs = step(batches[0])
-        return tf.while_loop(lambda i, logs: i < len(batches), body, (tf.constant(1), logs))[1]
+        return tf.while_loop(lambda i, logs: i < count, body, (tf.constant(1), logs))[1]
 
     return fused_steps
 
@@ -147,18 +154,29 @@ def _as_tensors(batch):
     return tf.nest.map_structure(lambda t: None if t is None else tf.convert_to_tensor(t), batch)
 
 
+def _leaves(batch):
+    return [t for t in tf.nest.flatten(batch) if t is not None]
+
+
+def _nbytes(batch):
+    return sum(t.shape.num_elements() * t.dtype.size for t in _leaves(batch))
+
+
+def fused_size(batch, steps_per_execution, max_bytes):
+    """How many batches shaped like `batch` one fused call holds: as many as fit in
+    `max_bytes`, at least one, at most `steps_per_execution` (`equal_shape_groups`' cap)."""
+    return min(steps_per_execution, max(1, max_bytes // max(1, _nbytes(batch))))
+
+
 def equal_shape_groups(batches, max_bytes):
     """Consecutive runs of `batches` (nests of tensors) with equal shapes, each at most
     `max_bytes` (but at least one batch): the ragged last batch of an epoch gets its own."""
-    def leaves(batch):
-        return [t for t in tf.nest.flatten(batch) if t is not None]
-
     def shapes(batch):
-        return tuple(tuple(t.shape) for t in leaves(batch))
+        return tuple(tuple(t.shape) for t in _leaves(batch))
 
     group, size = [], 0
     for batch in batches:
-        nbytes = sum(t.shape.num_elements() * t.dtype.size for t in leaves(batch))
+        nbytes = _nbytes(batch)
         if group and (shapes(batch) != shapes(group[0]) or size + nbytes > max_bytes):
             yield group
             group, size = [], 0

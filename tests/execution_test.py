@@ -286,6 +286,19 @@ def test_fused_loop_caps_each_call_and_takes_ragged_batches_alone(x, monkeypatch
         np.testing.assert_allclose(fused, reference, rtol=1e-4, atol=1e-5)
 
 
+def test_fused_loop_is_traced_once_for_runs_of_every_length(x, monkeypatch):
+    """A run of 2 batches goes through the loop traced (so compiled) for runs of 3: padded,
+    with the count as a tensor. (The first call traces twice, as it creates the optimizer's variables.)"""
+    monkeypatch.setattr(execution, "MAX_FUSED_BYTES", 3 * 64 * 64 * 4)
+    model = _model()
+    model.compile(optimizer="adam", jit_compile=True, steps_per_execution=10)
+    model.fit(x[:3 * 64], batch_size=64, epochs=1, verbose=0)  # one run of 3
+    fused = model.train_function._fused
+    traced = fused.experimental_get_tracing_count()
+    model.fit(x[:5 * 64], batch_size=64, epochs=1, verbose=0)  # runs of 3 and 2
+    assert fused.experimental_get_tracing_count() == traced
+
+
 def test_epoch_steps_counts_like_keras(x):
     assert execution.epoch_steps(x, 64) == 19
     assert execution.epoch_steps(x) == 38  # Keras' default batch of 32
