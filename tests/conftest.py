@@ -18,6 +18,15 @@ if _CACHE_FLAG not in os.environ.get("TF_XLA_FLAGS", ""):
     os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {_CACHE_FLAG}={_own_cache_dir}".strip()
 
 
+# XLA's compiler without LLVM's optimisations (HLO's own passes, fusion included, still run): the
+# tests compile hundreds of tiny programs that each run for milliseconds, so compiling is most of
+# their time (measured in docs/RESULTS.md, "The test suite's time"). The compiled code computes
+# the same values up to float rounding; users and benchmarks get XLA's default level.
+_OPT_FLAG = "--xla_backend_optimization_level"
+if _OPT_FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPT_FLAG}=0".strip()
+
+
 def pytest_unconfigure(config):
     if _own_cache_dir:
         shutil.rmtree(_own_cache_dir, ignore_errors=True)
