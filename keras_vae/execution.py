@@ -127,7 +127,7 @@ class MultiStepFunction:
                 if len(group) == 1:
                     logs = self._one(group[0])
                 else:
-                    size = fused_size(group[0], self.steps_per_execution, MAX_FUSED_BYTES)
+                    size = _fused_size(group[0], self.steps_per_execution, MAX_FUSED_BYTES)
                     logs = self._fused(group + group[-1:] * (size - len(group)), tf.constant(len(group)))
         else:
             for batch in batches:
@@ -162,7 +162,7 @@ def _nbytes(batch):
     return sum(t.shape.num_elements() * t.dtype.size for t in _leaves(batch))
 
 
-def fused_size(batch, steps_per_execution, max_bytes):
+def _fused_size(batch, steps_per_execution, max_bytes):
     """How many batches shaped like `batch` one fused call holds: as many as fit in
     `max_bytes`, at least one, at most `steps_per_execution` (`equal_shape_groups`' cap)."""
     return min(steps_per_execution, max(1, max_bytes // max(1, _nbytes(batch))))

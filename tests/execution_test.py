@@ -287,8 +287,8 @@ def test_fused_loop_caps_each_call_and_takes_ragged_batches_alone(x, monkeypatch
 
 
 def test_fused_loop_is_traced_once_for_runs_of_every_length(x, monkeypatch):
-    """A run of 2 batches goes through the loop traced (so compiled) for runs of 3: padded,
-    with the count as a tensor. (The first call traces twice, as it creates the optimizer's variables.)"""
+    """A run of 2 batches goes through the loop traced (so compiled) for runs of 3, padded and
+    told the count: the second fit adds no trace."""
     monkeypatch.setattr(execution, "MAX_FUSED_BYTES", 3 * 64 * 64 * 4)
     model = _model()
     model.compile(optimizer="adam", jit_compile=True, steps_per_execution=10)
