@@ -88,8 +88,10 @@ def test_matmul_flops_count_every_dense_kernel_once_per_encoding_or_sample():
 
 
 def test_eval_breakdown_prints_each_part_of_a_chunk():
+    mnist = _shared("mnist")
     done = subprocess.run([sys.executable, "-m", "benchmarks.eval_breakdown", "--chunk_size=60", "--batch_size=10",
-                           "--repeats=1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           "--repeats=1", f"--mnist_dir={mnist}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = {line["part"]: line for line in map(json.loads, done.stdout.splitlines())}
     assert list(lines) == ["noise", "decoder", "log_prob_graph", "log_prob_xla", "q_and_prior", "chunk", "chunk_graph"]
