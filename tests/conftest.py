@@ -20,7 +20,7 @@ if _CACHE_FLAG not in os.environ.get("TF_XLA_FLAGS", ""):
 
 # XLA's compiler without LLVM's optimisations (HLO's own passes, fusion included, still run): the
 # tests compile hundreds of tiny programs that each run for milliseconds, so compiling is most of
-# their time (measured in docs/RESULTS.md, "The test suite's time"). The compiled code computes
+# their time (measured in docs/RESULTS.md, session 27). The compiled code computes
 # the same values up to float rounding; users and benchmarks get XLA's default level.
 _OPT_FLAG = "--xla_backend_optimization_level"
 if _OPT_FLAG not in os.environ.get("XLA_FLAGS", ""):
