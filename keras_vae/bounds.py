@@ -369,7 +369,7 @@ def _jit_log_prob(distribution, value):
     return distribution.log_prob(value)
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _xla_log_prob(distribution, value):
     return distribution.log_prob(value)
 

@@ -110,7 +110,10 @@ class MultiStepFunction:
         if run_eagerly:
             self._one = step
         else:
-            self._one = tf.function(step, jit_compile=bool(jit_compile), reduce_retracing=True)
+            # Traced as Keras traces a step: without AutoGraph (Keras wraps it in `do_not_convert`), so
+            # a step behaves the same here, in the fused loop and in keras.Model, and tracing does not
+            # rewrite the source of every function the step calls.
+            self._one = tf.function(step, jit_compile=bool(jit_compile), reduce_retracing=True, autograph=False)
             if fuse:
                 self._fused = tf.function(_fused_loop(step), jit_compile=True, autograph=False)
 

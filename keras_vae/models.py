@@ -225,7 +225,7 @@ class VAE(keras.Model):
         return self._importance_sampled(x, y, num_samples, chunk_size, self._seed(seed), bool(return_log_weights),
                                         bool(jit_log_prob))
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def _importance_sampled(self, x, y, num_samples, chunk_size, seed, return_log_weights=False, jit_log_prob=False):
         # Compiled: called eagerly, the per-sample map_fn would run one Python step per sample.
         return bounds.importance_sampled(x, self.encode(x, y), self.prior_distribution(), lambda z: self.decode(z, y),

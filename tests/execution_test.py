@@ -299,6 +299,40 @@ def test_fused_loop_is_traced_once_for_runs_of_every_length(x, monkeypatch):
     assert fused.experimental_get_tracing_count() == traced
 
 
+class _Branching(keras_vae.VAE):
+    """A train_step with a Python `if` on a tensor: Keras traces steps without AutoGraph."""
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        if logs["loss"] > 0:
+            logs["loss"] = -logs["loss"]
+        return logs
+
+
+class _BranchingKeras(keras.Model):
+    def train_step(self, data):
+        if tf.reduce_sum(data) > 0:
+            return {"loss": 0.0}
+        return {"loss": 1.0}
+
+
+@pytest.mark.parametrize("batches", [1, 3])
+def test_a_step_is_traced_as_keras_traces_it(x, batches):
+    """keras.Model.fit refuses a train_step branching on a tensor in Python; so does the VAE's
+    fit with its defaults, for a call of one batch (one compiled step) as for a call of several
+    (the fused loop). Before, the one-batch call rewrote the step with AutoGraph and ran it."""
+    inputs = keras.Input((8, 8, 1))
+    plain = _BranchingKeras(inputs, keras.layers.Dense(1)(inputs))
+    plain.compile(optimizer="adam")
+    with pytest.raises(tf.errors.OperatorNotAllowedInGraphError):
+        plain.fit(x[:64], batch_size=64, epochs=1, verbose=0)
+    parts = _model()
+    model = _Branching(parts.encoder, parts.decoder, parts.posterior, parts.likelihood)
+    model.compile()
+    with pytest.raises(tf.errors.OperatorNotAllowedInGraphError):
+        model.fit(x[:batches * 64], batch_size=64, epochs=1, verbose=0)
+
+
 def test_epoch_steps_counts_like_keras(x):
     assert execution.epoch_steps(x, 64) == 19
     assert execution.epoch_steps(x) == 38  # Keras' default batch of 32
