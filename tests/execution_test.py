@@ -320,7 +320,7 @@ class _BranchingKeras(keras.Model):
 def test_a_step_is_traced_as_keras_traces_it(x, batches):
     """keras.Model.fit refuses a train_step branching on a tensor in Python; so does the VAE's
     fit with its defaults, for a call of one batch (one compiled step) as for a call of several
-    (the fused loop). Before, the one-batch call rewrote the step with AutoGraph and ran it."""
+    (the fused loop)."""
     inputs = keras.Input((8, 8, 1))
     plain = _BranchingKeras(inputs, keras.layers.Dense(1)(inputs))
     plain.compile(optimizer="adam")
