@@ -48,7 +48,7 @@ from benchmarks.machine import device_name, matmul_peak, timed  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared")
 SERVE_CASES = tuple(f"serve_{s}_b{b}" for s in ("encode", "decode", "reconstruct", "sample", "score") for b in (1, 256))
-CASES = ("train_mlp_b100", "train_mlp_b1000", "train_conv_b128", "train_iwae_k50_b100", "train_hvae_b100",
+CASES = ("train_mlp_b100", "train_mlp_b100_arrays", "train_mlp_b1000", "train_conv_b128", "train_iwae_k50_b100", "train_hvae_b100",
          "train_hvae_iwae_k50_b100", "eval_is_k5000", "eval_hvae_is_k5000", "matmul_peak") + SERVE_CASES
 PEERS = ("keras_tutorial", "torch_handwritten", "pythae", "xla_ceiling")
 
@@ -88,19 +88,23 @@ def _mnist(split):
     return splits.train if split == "train" else splits.test
 
 
-def _train(model, x, batch_size):
+def _train(model, x, batch_size, arrays=False):
     """examples/s of `model.fit` (package defaults unless --jit_compile/--steps_per_execution), after a
-    one-epoch warm-up."""
+    one-epoch warm-up; from `data.make_dataset`, or with `arrays` from a NumPy array as `fit(x)` takes it."""
     import keras
 
     from keras_vae import data
 
     jit_compile = {"true": True, "false": False}.get(_JIT_COMPILE.value, _JIT_COMPILE.value)
     model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile, steps_per_execution=_STEPS_PER_EXECUTION.value)
-    ds = data.make_dataset(x, batch_size, shuffle=True, binarize=True, seed=0, drop_remainder=True)
-    model.fit(ds, epochs=1, verbose=0)  # compiles (each fused group size once)
+    if arrays:
+        x = data.binarize_array(x[: len(x) // batch_size * batch_size], seed=0)
+        inputs = {"x": x, "batch_size": batch_size, "shuffle": True}
+    else:
+        inputs = {"x": data.make_dataset(x, batch_size, shuffle=True, binarize=True, seed=0, drop_remainder=True)}
+    model.fit(**inputs, epochs=1, verbose=0)  # compiles (each fused group size once)
     start = time.perf_counter()
-    model.fit(ds, epochs=_EPOCHS.value, verbose=0)
+    model.fit(**inputs, epochs=_EPOCHS.value, verbose=0)
     seconds = time.perf_counter() - start
     examples = _EPOCHS.value * (len(x) // batch_size) * batch_size
     # A train step's matmuls: forward, and backward twice that (the gradients of inputs and weights).
@@ -173,6 +177,7 @@ def run_child(name):
         results = serve(_CASES.value)
     else:
         function = {"train_mlp_b100": lambda: train_mlp(100), "train_mlp_b1000": lambda: train_mlp(1000),
+                    "train_mlp_b100_arrays": lambda: _train(_burda_vae(), _mnist("train"), 100, arrays=True),
                     "train_conv_b128": train_conv_b128, "eval_is_k5000": lambda: eval_is_k5000(_burda_vae),
                     "eval_hvae_is_k5000": lambda: eval_is_k5000(_burda_hvae),
                     "train_iwae_k50_b100": lambda: _train(_burda_vae(objective="iwae", num_samples=50),

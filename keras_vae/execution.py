@@ -15,6 +15,11 @@ Three pieces, each used by `keras_vae.VAE` and usable with any Keras model:
   the last batch actually run. Keras passes `begin + steps_per_execution - 1` whatever the
   epoch's length, so a 19-batch epoch run 100 steps at a time would show `100/19` and a
   negative ETA.
+- `array_dataset`: array data as the batches Keras makes of it, from a `tf.data` pipeline
+  without the autotuner. In TensorFlow 2.21 deleting an iterator of an autotuned pipeline
+  (Keras makes one per epoch) waits for the autotuner's thread, which sleeps for periods
+  that double up to a minute: each epoch on arrays waited up to about as long as the
+  epoch before it had run.
 """
 
 import itertools
@@ -261,6 +266,68 @@ class StepCallbacks(keras.callbacks.CallbackList):
 
     def on_predict_batch_begin(self, batch, logs=None):
         super().on_predict_batch_begin(self._seen["predict"], logs)
+
+
+# ---------------------------------------------------------------------- array data
+def is_array_data(*parts):
+    """True if every leaf of `parts` (None parts skipped) is a NumPy array or a dense tensor."""
+    leaves = [leaf for part in parts if part is not None for leaf in tf.nest.flatten(part)]
+    return bool(leaves) and all(isinstance(leaf, np.ndarray) or (tf.is_tensor(leaf) and not isinstance(
+        leaf, (tf.SparseTensor, tf.RaggedTensor))) for leaf in leaves)
+
+
+def split_arrays(parts, validation_split):
+    """(training parts, validation parts): the first floor(n (1 - split)) examples and the
+    rest, as Keras' `validation_split` splits arrays (before any shuffling)."""
+    count = len(tf.nest.flatten(parts[0])[0])
+    split = int(math.floor(count * (1.0 - validation_split)))
+    if split in (0, count):
+        raise ValueError(f"`validation_split={validation_split}` of {count} examples leaves none for training "
+                         "or none for validation")
+
+    def cut(start, end):
+        return tuple(None if part is None else tf.nest.map_structure(lambda array: array[start:end], part)
+                     for part in parts)
+
+    return cut(0, split), cut(split, count)
+
+
+def array_dataset(x, y=None, sample_weight=None, batch_size=None, shuffle=False):
+    """The batches Keras' `fit`, `evaluate` or `predict` makes of array data, as a `tf.data.Dataset`
+    without the autotuner (see the module's docstring).
+
+    As Keras batches them: `batch_size` (default 32) examples at a time, the last batch
+    partial; `shuffle=True` a new order of all examples each epoch (each iterator),
+    `"batch"` a new order within each batch; floating arrays cast to `keras.config.floatx()`;
+    elements `(x,)`, `(x, y)` or `(x, y, sample_weight)`; sharded by data under a multi-worker
+    strategy. `x` and `y` may be nests of arrays; every array has the examples on axis 0.
+    """
+    if y is None and sample_weight is not None:
+        raise ValueError("Expected `y` with `sample_weight` for array data")
+    parts = tuple(part for part in (x, y, sample_weight) if part is not None)
+
+    def tensor(array):
+        array = tf.convert_to_tensor(array)
+        return tf.cast(array, keras.config.floatx()) if array.dtype.is_floating else array
+
+    tensors = tf.nest.map_structure(tensor, parts)
+    count = int(tf.nest.flatten(tensors)[0].shape[0])
+    order = tf.data.Dataset.range(count)
+    if shuffle and shuffle != "batch":
+        order = order.shuffle(count, reshuffle_each_iteration=True)
+    order = order.batch(batch_size or 32)
+    if shuffle == "batch":
+        order = order.map(tf.random.shuffle)
+
+    def gather(indices, data):
+        return tf.nest.map_structure(lambda t: tf.gather(t, indices), data)
+
+    batches = tf.data.Dataset.zip(order, tf.data.Dataset.from_tensors(tensors).repeat()).map(
+        gather, num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def epoch_steps(x, batch_size=None, steps=None, validation_split=0.0):

@@ -332,7 +332,8 @@ class VAE(keras.Model):
         return results
 
     # ------------------------------------------------------------------ Keras entry points
-    # Each checks array data first, and runs its callbacks through `execution.StepCallbacks`
+    # Each checks array data first, batches it as Keras would with `execution.array_dataset`
+    # (without tf.data's autotuner), and runs its callbacks through `execution.StepCallbacks`
     # so batch hooks and the progress bar count the batches actually run.
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
@@ -344,6 +345,19 @@ class VAE(keras.Model):
         else:
             self.check_data(validation_data)
         y = self._targets_for_weights(x, y, sample_weight)
+        if execution.is_array_data(x, y, sample_weight):
+            if validation_split and validation_data is None:
+                (x, y, sample_weight), validation_data = execution.split_arrays((x, y, sample_weight),
+                                                                                validation_split)
+                validation_split = 0.0
+            x, y, sample_weight = execution.array_dataset(x, y, sample_weight, batch_size, shuffle), None, None
+            shuffle = False  # done by the dataset
+            if isinstance(validation_data, (tuple, list)) and execution.is_array_data(*validation_data):
+                x_val, y_val, weight_val = (*validation_data, None, None)[:3]
+                validation_data = execution.array_dataset(
+                    x_val, self._targets_for_weights(x_val, y_val, weight_val), weight_val,
+                    batch_size=kwargs.pop("validation_batch_size", None) or batch_size)
+            batch_size = None
         callbacks = self._callbacks(callbacks, verbose, x, batch_size, steps_per_epoch, validation_split,
                                     add_history=True, epochs=epochs)
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
@@ -355,12 +369,16 @@ class VAE(keras.Model):
                  callbacks=None, **kwargs):
         self.check_data(x, y, sample_weight)
         y = self._targets_for_weights(x, y, sample_weight)
+        if execution.is_array_data(x, y, sample_weight):
+            x, y, sample_weight, batch_size = execution.array_dataset(x, y, sample_weight, batch_size), None, None, None
         callbacks = self._callbacks(callbacks, verbose, x, batch_size, steps, epochs=1)
         return super().evaluate(x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
                                 steps=steps, callbacks=callbacks, **kwargs)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         self.check_data(*(x if self.num_classes and isinstance(x, (tuple, list)) else (x,)))
+        if execution.is_array_data(x):
+            x, batch_size = execution.array_dataset(x, batch_size=batch_size), None
         callbacks = self._callbacks(callbacks, verbose, x, batch_size, steps, epochs=1)
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 

@@ -344,3 +344,73 @@ def test_epoch_steps_counts_like_keras(x):
     assert execution.epoch_steps(tf.data.Dataset.from_tensor_slices(x).repeat()) is None
     assert execution.epoch_steps(iter([x])) is None
     assert execution.epoch_steps(x, 64, steps=5) == 5
+
+
+# ---------------------------------------------------------------------- array data
+def _epoch(dataset):
+    return [tuple(part.numpy() for part in batch) for batch in dataset]
+
+
+def test_array_batches_are_keras_batches_without_the_autotuner():
+    x = np.arange(30, dtype=np.float64).reshape(10, 3)
+    y, weights = np.arange(10), np.linspace(0.0, 1.0, 10)
+    dataset = execution.array_dataset(x, y, weights, batch_size=4)
+    assert not dataset.options().autotune.enabled
+    assert int(dataset.cardinality()) == 3
+    batches = _epoch(dataset)
+    assert [len(batch[0]) for batch in batches] == [4, 4, 2]
+    for start, (xb, yb, wb) in zip(range(0, 10, 4), batches):
+        assert xb.dtype == np.float32 and yb.dtype == np.int64 and wb.dtype == np.float32  # floats to floatx
+        np.testing.assert_array_equal(xb, x[start:start + 4].astype(np.float32))
+        np.testing.assert_array_equal(yb, y[start:start + 4])
+        np.testing.assert_array_equal(wb, weights[start:start + 4].astype(np.float32))
+    # Keras' default batch of 32, a nest of arrays as one input (a conditional model's predict((x, y))).
+    (((xb, yb),),) = list(execution.array_dataset((x, y)).as_numpy_iterator())
+    np.testing.assert_array_equal(yb, y)
+
+
+def test_shuffled_array_batches_take_a_new_order_each_epoch():
+    x = np.arange(100, dtype=np.float32)[:, None]
+    dataset = execution.array_dataset(x, batch_size=32, shuffle=True)
+    first, second = ([batch[0][:, 0] for batch in _epoch(dataset)] for _ in range(2))
+    assert [len(b) for b in first] == [len(b) for b in second] == [32, 32, 32, 4]
+    for epoch in (first, second):
+        np.testing.assert_array_equal(np.sort(np.concatenate(epoch)), x[:, 0])  # every example once
+    assert not np.array_equal(np.concatenate(first), np.concatenate(second))
+    within = [batch[0][:, 0] for batch in _epoch(execution.array_dataset(x, batch_size=32, shuffle="batch"))]
+    for start, batch in zip(range(0, 100, 32), within):
+        np.testing.assert_array_equal(np.sort(batch), x[start:start + 32, 0])  # the same batches, reordered
+    assert not np.array_equal(np.concatenate(within), x[:, 0])
+
+
+def test_validation_split_holds_out_the_last_examples():
+    x, weights = np.arange(10.0)[:, None], np.arange(10.0)
+    (x_train, y_train, w_train), (x_val, y_val, w_val) = execution.split_arrays((x, None, weights), 0.25)
+    np.testing.assert_array_equal(x_train, x[:7])
+    np.testing.assert_array_equal(w_val, weights[7:])
+    assert y_train is None and y_val is None
+    with pytest.raises(ValueError, match=r"^`validation_split=0.95` of 10 examples leaves none for training or "
+                                         r"none for validation$"):
+        execution.split_arrays((x,), 0.95)
+
+
+def test_array_data_runs_as_through_keras_own_batching(x):
+    """The VAE's fit and evaluate on arrays against keras.Model's, which batch through Keras' adapter:
+    two models built and seeded alike end with the same weights and report the same values."""
+    weights = np.random.default_rng(0).uniform(0.5, 2.0, len(x)).astype("float32")
+    results = []
+    for run in (keras_vae.VAE, keras.Model):
+        model = _model()
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        history = run.fit(model, x, np.zeros(len(x), np.int8), sample_weight=weights, batch_size=100, epochs=1,
+                          shuffle=False, validation_split=0.25, verbose=0).history
+        logs = run.evaluate(model, x, batch_size=64, verbose=0, return_dict=True)
+        results.append((history, logs, model.get_weights(), run.predict(model, x[:50], batch_size=16, verbose=0)))
+    (history, logs, weights_after, predicted), keras_own = results[0], results[1]
+    for key in history:
+        np.testing.assert_allclose(history[key], keras_own[0][key], rtol=1e-5, err_msg=key)
+    for key in logs:
+        np.testing.assert_allclose(logs[key], keras_own[1][key], rtol=1e-5, err_msg=key)
+    for mine, theirs in zip(weights_after, keras_own[2]):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predicted, keras_own[3], rtol=1e-5)
