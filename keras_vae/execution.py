@@ -270,10 +270,16 @@ class StepCallbacks(keras.callbacks.CallbackList):
 
 # ---------------------------------------------------------------------- array data
 def is_array_data(*parts):
-    """True if every leaf of `parts` (None parts skipped) is a NumPy array or a dense tensor."""
-    leaves = [leaf for part in parts if part is not None for leaf in tf.nest.flatten(part)]
-    return bool(leaves) and all(isinstance(leaf, np.ndarray) or (tf.is_tensor(leaf) and not isinstance(
-        leaf, (tf.SparseTensor, tf.RaggedTensor))) for leaf in leaves)
+    """True if every part (None parts skipped) is a NumPy array or a dense tensor, or a tuple or
+    dict of them. Lists are not: `tf.data` would stack a list where Keras reads a structure."""
+    def arrays(part):
+        if isinstance(part, (tuple, dict)):
+            return bool(part) and all(arrays(p) for p in (part.values() if isinstance(part, dict) else part))
+        return isinstance(part, np.ndarray) or (tf.is_tensor(part) and not isinstance(
+            part, (tf.SparseTensor, tf.RaggedTensor)))
+
+    present = [part for part in parts if part is not None]
+    return bool(present) and all(arrays(part) for part in present)
 
 
 def split_arrays(parts, validation_split):
@@ -300,7 +306,8 @@ def array_dataset(x, y=None, sample_weight=None, batch_size=None, shuffle=False)
     partial; `shuffle=True` a new order of all examples each epoch (each iterator),
     `"batch"` a new order within each batch; floating arrays cast to `keras.config.floatx()`;
     elements `(x,)`, `(x, y)` or `(x, y, sample_weight)`; sharded by data under a multi-worker
-    strategy. `x` and `y` may be nests of arrays; every array has the examples on axis 0.
+    strategy. `x` and `y` may be nests of arrays; every array has the examples on axis 0, at
+    least one (Keras' own batching ran no step on none in `fit`, and failed in `predict`).
     """
     if y is None and sample_weight is not None:
         raise ValueError("Expected `y` with `sample_weight` for array data")
@@ -311,7 +318,10 @@ def array_dataset(x, y=None, sample_weight=None, batch_size=None, shuffle=False)
         return tf.cast(array, keras.config.floatx()) if array.dtype.is_floating else array
 
     tensors = tf.nest.map_structure(tensor, parts)
-    count = int(tf.nest.flatten(tensors)[0].shape[0])
+    first = tf.nest.flatten(tensors)[0]
+    count = int(first.shape[0])
+    if not count:
+        raise ValueError(f"Expected at least one example. Received shape {tuple(first.shape)}")
     order = tf.data.Dataset.range(count)
     if shuffle and shuffle != "batch":
         order = order.shuffle(count, reshuffle_each_iteration=True)

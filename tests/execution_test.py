@@ -354,6 +354,8 @@ def _epoch(dataset):
 def test_array_batches_are_keras_batches_without_the_autotuner():
     x = np.arange(30, dtype=np.float64).reshape(10, 3)
     y, weights = np.arange(10), np.linspace(0.0, 1.0, 10)
+    assert execution.is_array_data(x, None, weights) and execution.is_array_data((tf.constant(x), {"y": y}))
+    assert not execution.is_array_data([x]) and not execution.is_array_data(tf.data.Dataset.from_tensors(x))
     dataset = execution.array_dataset(x, y, weights, batch_size=4)
     assert not dataset.options().autotune.enabled
     assert int(dataset.cardinality()) == 3

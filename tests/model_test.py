@@ -177,6 +177,7 @@ def test_mixed_precision_trains_with_float32_distributions(digits, policy):
     (np.zeros((4, 9, 9, 1), np.float32), r"Expected x of shape \(batch, 8, 8, 1\). Received shape \(4, 9, 9, 1\)"),
     (np.full((4, 8, 8, 1), np.nan, np.float32), "Expected finite values; data has 256 NaN"),
     (np.full((4, 8, 8, 1), 2.0, np.float32), r"BernoulliLikelihood expects values in \[0.0, 1.0\]"),
+    (np.zeros((0, 8, 8, 1), np.float32), r"^Expected at least one example. Received shape \(0, 8, 8, 1\)$"),
 ])
 def test_bad_input_errors(x, message):
     model = _model()
