@@ -48,8 +48,9 @@ from benchmarks.machine import device_name, matmul_peak, timed  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared")
 SERVE_CASES = tuple(f"serve_{s}_b{b}" for s in ("encode", "decode", "reconstruct", "sample", "score") for b in (1, 256))
-CASES = ("train_mlp_b100", "train_mlp_b100_arrays", "train_mlp_b1000", "train_conv_b128", "train_iwae_k50_b100", "train_hvae_b100",
-         "train_hvae_iwae_k50_b100", "eval_is_k5000", "eval_hvae_is_k5000", "matmul_peak") + SERVE_CASES
+CASES = ("train_mlp_b100", "train_mlp_b100_arrays", "train_mlp_b1000", "train_conv_b128", "train_iwae_k50_b100",
+         "train_hvae_b100", "train_hvae_iwae_k50_b100", "eval_is_k5000", "eval_hvae_is_k5000",
+         "matmul_peak") + SERVE_CASES
 PEERS = ("keras_tutorial", "torch_handwritten", "pythae", "xla_ceiling")
 
 _CASES = flags.DEFINE_list("cases", list(CASES), "Cases to run (default: all).")

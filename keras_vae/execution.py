@@ -1,6 +1,6 @@
 """How a `VAE` runs its steps fast without bending Keras' contract.
 
-Three pieces, each used by `keras_vae.VAE` and usable with any Keras model:
+Four pieces, each used by `keras_vae.VAE` and usable with any Keras model:
 
 - `compile_defaults`: what `jit_compile=None` and `steps_per_execution=None` (the VAE's own
   defaults, never Keras' tokens) resolve to for a model on this machine. The resolution

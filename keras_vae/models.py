@@ -349,7 +349,7 @@ class VAE(keras.Model):
             if validation_split and validation_data is None:
                 (x, y, sample_weight), validation_data = execution.split_arrays((x, y, sample_weight),
                                                                                 validation_split)
-                validation_split = 0.0
+            validation_split = 0.0  # split above, or ignored beside validation_data as Keras ignores it
             x, y, sample_weight = execution.array_dataset(x, y, sample_weight, batch_size, shuffle), None, None
             shuffle = False  # done by the dataset
             if isinstance(validation_data, (tuple, list)) and execution.is_array_data(*validation_data):

@@ -368,6 +368,7 @@ def test_array_batches_are_keras_batches_without_the_autotuner():
         np.testing.assert_array_equal(wb, weights[start:start + 4].astype(np.float32))
     # Keras' default batch of 32, a nest of arrays as one input (a conditional model's predict((x, y))).
     (((xb, yb),),) = list(execution.array_dataset((x, y)).as_numpy_iterator())
+    np.testing.assert_array_equal(xb, x.astype(np.float32))
     np.testing.assert_array_equal(yb, y)
 
 
@@ -397,7 +398,7 @@ def test_validation_split_holds_out_the_last_examples():
 
 
 def test_array_data_runs_as_through_keras_own_batching(x):
-    """The VAE's fit and evaluate on arrays against keras.Model's, which batch through Keras' adapter:
+    """The VAE's fit, evaluate and predict on arrays against keras.Model's, which batch through Keras' adapter:
     two models built and seeded alike end with the same weights and report the same values."""
     weights = np.random.default_rng(0).uniform(0.5, 2.0, len(x)).astype("float32")
     results = []
