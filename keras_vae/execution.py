@@ -18,8 +18,8 @@ Four pieces, each used by `keras_vae.VAE` and usable with any Keras model:
 - `array_dataset`: array data as the batches Keras makes of it, from a `tf.data` pipeline
   without the autotuner. In TensorFlow 2.21 deleting an iterator of an autotuned pipeline
   (Keras makes one per epoch) waits for the autotuner's thread, which sleeps for periods
-  that double up to a minute: each epoch on arrays waited up to about as long as the
-  epoch before it had run.
+  that double: each epoch on arrays waited up to about as long as the epoch before it had
+  run (docs/RESULTS.md, "Array data without tf.data's autotuner").
 """
 
 import itertools
