@@ -282,11 +282,16 @@ def is_array_data(*parts):
     return bool(present) and all(arrays(part) for part in present)
 
 
+def training_examples(count, validation_split):
+    """How many of `count` examples Keras' `validation_split` keeps for training: floor(n (1 - split))."""
+    return int(math.floor(count * (1.0 - validation_split)))
+
+
 def split_arrays(parts, validation_split):
     """(training parts, validation parts): the first floor(n (1 - split)) examples and the
     rest, as Keras' `validation_split` splits arrays (before any shuffling)."""
     count = len(tf.nest.flatten(parts[0])[0])
-    split = int(math.floor(count * (1.0 - validation_split)))
+    split = training_examples(count, validation_split)
     if split in (0, count):
         raise ValueError(f"`validation_split={validation_split}` of {count} examples leaves none for training "
                          "or none for validation")
@@ -361,5 +366,5 @@ def epoch_steps(x, batch_size=None, steps=None, validation_split=0.0):
         return None
     count = len(leaves[0])
     if validation_split:
-        count = int(math.floor(count * (1.0 - validation_split)))
+        count = training_examples(count, validation_split)
     return math.ceil(count / (batch_size or 32))
