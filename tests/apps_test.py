@@ -23,7 +23,11 @@ import keras_vae
 from helpers import tree_digest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--dataset=digits", "--epochs=2", "--latent_dim=2", "--hidden_units=16", "--batch_size=64"]
+# A tiny digits run on the apps' defaults: XLA and the fused loop. `trained` runs it so.
+TINY_DEFAULTS = ["--dataset=digits", "--epochs=2", "--latent_dim=2", "--hidden_units=16", "--batch_size=64"]
+# The same without XLA, for the many runs where XLA's compile is not under test: it is about a fifth of
+# a tiny run's time (docs/RESULTS.md, session 30).
+TINY = TINY_DEFAULTS + ["--jit_compile=false"]
 EVAL_KEYS = ("test_elbo", "test_iwae_bound", "iwae_bound_k", "test_nll", "kl", "reconstruction", "bits_per_dim",
              "active_units", "num_examples", "iw_samples")
 # TensorFlow's C++ start-up chatter (absl log lines), which TF_CPP_MIN_LOG_LEVEL does not silence.
@@ -82,10 +86,10 @@ def scalars(event_file):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny training run shared by the tests below."""
+    """One tiny training run on the apps' defaults, shared by the tests below."""
     root = tmp_path_factory.mktemp("trained")
     run = types.SimpleNamespace(model_dir=str(root / "model"), export_dir=str(root / "export"))
-    run.result = run_app("train", *TINY, f"--model_dir={run.model_dir}", f"--export_dir={run.export_dir}")
+    run.result = run_app("train", *TINY_DEFAULTS, f"--model_dir={run.model_dir}", f"--export_dir={run.export_dir}")
     assert_ok(run.result)
     run.version_1 = os.path.join(run.export_dir, "vae_digits", "1")
     run.version_1_digest = tree_digest(run.version_1)
@@ -98,7 +102,7 @@ def rerun(trained, tmp_path_factory):
     root = tmp_path_factory.mktemp("rerun")
     flagfile = root / "run.cfg"
     flagfile.write_text("# a tiny digits run\n--dataset=digits\n--epochs=1\n--latent_dim=3\n--hidden_units=8\n"
-                        "--batch_size=128\n--seed=7\n")
+                        "--batch_size=128\n--seed=7\n--jit_compile=false\n")
     run = types.SimpleNamespace(model_dir=str(root / "model"))
     run.result = run_app("train", f"--flagfile={flagfile}", f"--model_dir={run.model_dir}",
                          f"--export_dir={trained.export_dir}")

@@ -225,7 +225,8 @@ def _assert_scale_activation(model_dir, scale_activation):
 def test_train_builds_the_scale_activation_asked_for_exp(tmp_path):
     model_dir = str(tmp_path / "model")
     assert_ok(run_app("train", "--dataset=digits", "--latent_dim=6,3", "--hidden_units=32", "--link_units=16",
-                      "--scale_activation=exp", "--epochs=1", f"--model_dir={model_dir}", "--export_dir="))
+                      "--scale_activation=exp", "--epochs=1", "--jit_compile=false", f"--model_dir={model_dir}",
+                      "--export_dir="))
     _assert_scale_activation(model_dir, "exp")
 
 
