@@ -25,8 +25,8 @@ from helpers import tree_digest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A tiny digits run on the apps' defaults: XLA and the fused loop. `trained` runs it so.
 TINY_DEFAULTS = ["--dataset=digits", "--epochs=2", "--latent_dim=2", "--hidden_units=16", "--batch_size=64"]
-# The same without XLA, for the many runs where XLA's compile is not under test: it is about a fifth of
-# a tiny run's time (docs/RESULTS.md, session 30).
+# The same without XLA, for the many runs where XLA's compile is not under test: crash_test takes 5% less
+# time so (docs/RESULTS.md, "The test suite without XLA in tiny app runs").
 TINY = TINY_DEFAULTS + ["--jit_compile=false"]
 EVAL_KEYS = ("test_elbo", "test_iwae_bound", "iwae_bound_k", "test_nll", "kl", "reconstruction", "bits_per_dim",
              "active_units", "num_examples", "iw_samples")
