@@ -14,7 +14,7 @@ from `<model_dir>/flags.cfg`; dataset flags given here take precedence), then wr
 |                         | dimensions (named on the axes; the others at 0)                          |
 | `latent_traversals.png` | the first test example, the 10 most active dimensions moved by -3 ... +3 |
 | `latent_scatter.png`    | E[z|x] coloured by label; only if the dataset loader gives labels        |
-| `learning_curves.png`   | elbo / reconstruction / kl per epoch, if the run has history.csv         |
+| `learning_curves.png`   | [iwae_bound /] elbo / reconstruction / kl per epoch, if history.csv      |
 | `collapse.json`         | `evaluation.posterior_collapse_report` on the test split                 |
 
 For a hierarchical model (`apps.train --latent_dim=6,3`: stochastic layers z_1, ..., z_n,

@@ -400,8 +400,11 @@ def latent_traversals(model, x, path, dims=None, num=9, span=3.0, index=0, batch
     return _save(fig, path, "latent traversals" + (f" ({', '.join(notes)})" if notes else ""))
 
 
-def learning_curves(history, path, terms=("elbo", "reconstruction", "kl")):
+def learning_curves(history, path, terms=("iwae_bound", "elbo", "reconstruction", "kl")):
     """Plot per-epoch `terms` (and their `val_` versions) in one panel each.
+
+    By default the IWAE bound L_k (logged by a model trained with `objective="iwae"`, whose
+    objective it is), the ELBO, the reconstruction and the KL.
 
     `history` is a Keras `History.history` dict of lists, or the rows of `history.csv`
     (`csv.DictReader` dicts of strings; their `epoch` column, counted from 0, sets the x

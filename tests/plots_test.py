@@ -366,6 +366,10 @@ def test_learning_curves_from_fit_history_and_csv_rows(tmp_path):
     from_csv = read_png(plots.learning_curves(rows, tmp_path / "csv.png"))
     assert 1.5 * from_csv.shape[0] < from_csv.shape[1] < 2.5 * from_csv.shape[0]  # elbo and kl only
 
+    # A run trained on the IWAE bound logs it: its own panel.
+    iwae = read_png(plots.learning_curves({**history, "iwae_bound": [-26.0, -25.0, -24.5]}, tmp_path / "iwae.png"))
+    assert iwae.shape[1] > 4 * iwae.shape[0]  # four panels (three: 3.5 times as wide as high)
+
     with pytest.raises(ValueError, match="none of the terms to plot"):
         plots.learning_curves({"loss": [1.0]}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
