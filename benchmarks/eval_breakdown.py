@@ -25,6 +25,7 @@ built; the weights do not change the work), on binarized MNIST test images.
 
 import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -87,8 +88,13 @@ def main(argv):
     import keras_vae
     from keras_vae import data
 
+    try:
+        test = data.load("mnist", data_dir=_MNIST_DIR.value).test
+    except FileNotFoundError:  # one line, like a flag error
+        sys.exit(f"benchmarks.eval_breakdown: error: --mnist_dir={_MNIST_DIR.value} holds no MNIST "
+                 "(its IDX .gz files or mnist.npz)")
     model = keras_vae.mlp_vae((28, 28, 1), 50, (200, 200), activation="tanh", seed=0)  # benchmarks.run's model
-    x = data.binarize_array(data.load("mnist", data_dir=_MNIST_DIR.value).test[: _BATCH_SIZE.value], seed=0)
+    x = data.binarize_array(test[: _BATCH_SIZE.value], seed=0)
     chunk_size = _CHUNK_SIZE.value
     runs = parts(model, x, chunk_size)
     for run in runs.values():

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+from apps_test import message_lines
 from data_test import _shared
 from keras_vae import likelihoods
 
@@ -51,9 +52,8 @@ def test_the_two_layer_evaluation_case_reports_its_flop_rate():
 
 
 def _one_line_error(done):
-    """The single line a failed run printed (absl's help hint aside)."""
-    lines = [line for line in done.stderr.splitlines()
-             if line.strip() and line != "Pass --helpshort or --helpfull to see help on flags."]
+    """The single line a failed run printed (TensorFlow's start-up log lines and absl's help hint aside)."""
+    lines = message_lines(done.stderr)
     assert done.returncode != 0 and done.stdout == ""
     assert len(lines) == 1, done.stderr
     return lines[0]
@@ -87,7 +87,7 @@ def test_matmul_flops_count_every_dense_kernel_once_per_encoding_or_sample():
     assert matmul_flops(keras_vae.conv_vae((28, 28, 1), 8, seed=0), 1) is None
 
 
-def test_eval_breakdown_prints_each_part_of_a_chunk():
+def test_eval_breakdown_prints_each_part_of_a_chunk(tmp_path):
     mnist = _shared("mnist")
     done = subprocess.run([sys.executable, "-m", "benchmarks.eval_breakdown", "--chunk_size=60", "--batch_size=10",
                            "--repeats=1", f"--mnist_dir={mnist}"], cwd=ROOT, capture_output=True, text=True,
@@ -99,9 +99,10 @@ def test_eval_breakdown_prints_each_part_of_a_chunk():
                for line in lines.values())
     assert lines["chunk"]["share_of_chunk"] == 1.0
     assert {"gflops", "fraction_of_matmul_peak"} <= set(lines["decoder"]) and "gflops" not in lines["noise"]
-    assert "--chunk_size" in _one_line_error(subprocess.run(
-        [sys.executable, "-m", "benchmarks.eval_breakdown", "--chunk_size=0"], cwd=ROOT, capture_output=True,
-        text=True, timeout=600))
+    for bad, fragment in (("--chunk_size=0", "--chunk_size"), (f"--mnist_dir={tmp_path}", "holds no MNIST")):
+        assert fragment in _one_line_error(subprocess.run(
+            [sys.executable, "-m", "benchmarks.eval_breakdown", bad], cwd=ROOT, capture_output=True, text=True,
+            timeout=600))
 
 
 def test_likelihood_timings_cover_every_likelihood_event_part_and_mode():
