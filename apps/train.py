@@ -4,14 +4,14 @@
     python -m apps.train --flagfile=apps/configs/burda_vae_k1.cfg
 
 Writes `<model_dir>/model.keras` (every epoch and at the end), TensorBoard logs in
-`<model_dir>/logs` (scalars, and sample and reconstruction images), `<model_dir>/history.csv`,
-`<model_dir>/flags.cfg` (a flagfile that reproduces the run), the pictures and
-`collapse.json` of `keras_vae.plots.write_pictures` (as `apps.sample` does), and a
-SavedModel in `<export_dir>/<model_name>/<version>/` (through `apps.export`), every file
-atomically (`keras_vae.runs`). A run is a sequence of steps, trained (the final model.keras),
-exported, pictures, recorded in `<model_dir>/run.json`: started again with the same flags
-after a crash at any instant, it resumes training from `<model_dir>/backup` or does only the
-steps that are missing.
+`<model_dir>/logs` (scalars, and sample and reconstruction images), `<model_dir>/history.csv`
+(each epoch's wall time in its `seconds` column), `<model_dir>/flags.cfg` (a flagfile that
+reproduces the run), the pictures and `collapse.json` of `keras_vae.plots.write_pictures`
+(as `apps.sample` does), and a SavedModel in `<export_dir>/<model_name>/<version>/`
+(through `apps.export`), every file atomically (`keras_vae.runs`). A run is a sequence of
+steps, trained (the final model.keras), exported, pictures, recorded in
+`<model_dir>/run.json`: started again with the same flags after a crash at any instant, it
+resumes training from `<model_dir>/backup` or does only the steps that are missing.
 """
 
 import functools

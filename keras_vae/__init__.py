@@ -27,7 +27,7 @@ from keras_vae import (  # noqa: E402
     posteriors,
     priors,
 )
-from keras_vae.callbacks import ImageLogger, KLCyclical, KLWarmup  # noqa: E402
+from keras_vae.callbacks import EpochSeconds, ImageLogger, KLCyclical, KLWarmup  # noqa: E402
 from keras_vae.likelihoods import (  # noqa: E402
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
@@ -55,6 +55,7 @@ __all__ = [
     "ContinuousBernoulliLikelihood",
     "DiscretizedLogistic",
     "DiscretizedLogisticLikelihood",
+    "EpochSeconds",
     "GaussianLikelihood",
     "GaussianPosterior",
     "HierarchicalPosterior",

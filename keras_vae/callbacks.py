@@ -1,8 +1,9 @@
-"""Training callbacks: KL warm-up, learning-rate schedules, fault handling, TensorBoard images, and the standard
-set for a run."""
+"""Training callbacks: KL warm-up, learning-rate schedules, fault handling, epoch wall times, TensorBoard images,
+and the standard set for a run."""
 
 import math
 import os
+import time
 
 import keras
 import tensorflow as tf
@@ -111,20 +112,38 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             raise NonFiniteLossError(f"{name} became {float(value)} {where}")
 
 
+class EpochSeconds(keras.callbacks.Callback):
+    """Add `seconds`, the epoch's wall time, to the logs the callbacks after it see.
+
+    Measured from the epoch's start to its end, validation included, as Keras' progress bar
+    does; callbacks' own end-of-epoch work (saving) is not. Placed before `runs.HistoryFile`
+    and TensorBoard, it gives `history.csv` a `seconds` column and TensorBoard an
+    `epoch_seconds` scalar, so a run's training time is the column's sum, over the epochs it
+    kept when resumed.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["seconds"] = time.perf_counter() - self._start
+
+
 def training_callbacks(model_dir, epochs, learning_rate, lr_schedule="constant", kl_warmup_epochs=0,
                        kl_cycle_epochs=0, backup=None):
     """Callbacks for a resumable run writing into `model_dir`.
 
-    `model.keras` every epoch, TensorBoard logs in `logs/`, `history.csv` (all written
-    atomically, see `keras_vae.runs`), and `backup` (default a `runs.RunBackup` in
-    `backup/`; call its `restore` before `fit`) so that the same command resumes a run that
-    was killed or stopped by SIGTERM/SIGINT. A NaN or infinite loss raises
-    `NonFiniteLossError` before anything is saved for that epoch.
+    `model.keras` every epoch, TensorBoard logs in `logs/`, `history.csv` with each epoch's
+    wall time in `seconds` (`EpochSeconds`; all written atomically, see `keras_vae.runs`),
+    and `backup` (default a `runs.RunBackup` in `backup/`; call its `restore` before `fit`)
+    so that the same command resumes a run that was killed or stopped by SIGTERM/SIGINT. A
+    NaN or infinite loss raises `NonFiniteLossError` before anything is saved for that epoch.
     """
     checks.check_one_of("lr_schedule", lr_schedule, LR_SCHEDULES)
     checks.raise_if(checks.kl_schedule_problem(kl_warmup_epochs, kl_cycle_epochs))
-    callbacks = []
-    # Schedules first, so the loggers after them see this epoch's `learning_rate`.
+    callbacks = [EpochSeconds()]
+    # Schedules next, so the loggers after them see this epoch's `learning_rate`.
     if lr_schedule != "constant":
         equal = lr_schedule == "burda_equal"
         callbacks.append(keras.callbacks.LearningRateScheduler(

@@ -177,6 +177,7 @@ def test_train_history(trained):
     assert [int(row["epoch"]) for row in rows] == [0, 1]
     for key in ("elbo", "kl", "loss", "reconstruction", "val_elbo", "val_kl", "val_loss", "val_reconstruction"):
         assert all(math.isfinite(float(row[key])) for row in rows), key
+    assert all(float(row["seconds"]) > 0 for row in rows)
     last = rows[-1]
     assert float(last["val_elbo"]) < 0
     # beta = 1: loss is the negative ELBO, and the ELBO is reconstruction - KL.
@@ -200,6 +201,9 @@ def test_train_tensorboard_logs(trained):
         assert steps == [0, 1]
         assert all(math.isfinite(v) and v < 0 for v in values)
         assert values[-1] == pytest.approx(float(history[-1][column]), rel=1e-5)
+        if split == "train":  # each epoch's wall time, as history.csv has it
+            assert [value for _, value in tags["epoch_seconds"]] == pytest.approx(
+                [float(row["seconds"]) for row in history], rel=1e-5)
 
 
 def test_saved_keras_model_evaluates_like_training(trained):

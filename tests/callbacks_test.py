@@ -3,6 +3,7 @@
 import csv
 import glob
 import os
+import time
 
 import keras
 import numpy as np
@@ -64,6 +65,39 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
                                rtol=1e-6)
     # The backup now holds the finished state (apps.train deletes it once model.keras is saved).
     assert runs.RunBackup(os.path.join(model_dir, "backup")).latest_record()["epoch"] == 4
+
+
+class _SleepInEpoch(keras.callbacks.Callback):
+    """Sleep `seconds` at the end of epoch `epoch`'s first training call (inside the epoch)."""
+
+    def __init__(self, epoch, seconds):
+        super().__init__()
+        self.epoch, self.seconds, self._current = epoch, seconds, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._current == self.epoch:
+            self._current = None
+            time.sleep(self.seconds)
+
+
+def test_history_file_has_each_epochs_wall_time(tmp_path):
+    x = keras_vae.data.load("digits").train[:256]
+    model = keras_vae.mlp_vae((8, 8, 1), 2, (16,), seed=0)
+    model.compile(optimizer="adam")
+    model_dir = str(tmp_path)
+    start = time.perf_counter()
+    model.fit(x, batch_size=64, epochs=3, verbose=0, validation_data=(x[:64],),
+              callbacks=[*callbacks.training_callbacks(model_dir, 3, 1e-3), _SleepInEpoch(1, 1.5)])
+    wall = time.perf_counter() - start
+    with open(os.path.join(model_dir, "history.csv")) as f:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
+    assert len(seconds) == 3 and min(seconds) > 0
+    assert seconds[1] >= 1.5  # the sleep happened inside epoch 1 (0-based), and only there
+    assert seconds[2] < seconds[1] - 1.0
+    assert sum(seconds) <= wall
 
 
 def test_unknown_schedule():
