@@ -375,6 +375,45 @@ def test_shipped_flagfiles_parse(parse_flags, name):
             assert line in parsed, line
 
 
+# README's results table: one row per row of Burda et al.'s Table 1, each naming its recipe and its run's files.
+_RESULTS_ROW = re.compile(r"^\| (?P<row>[^|]+) \| (?P<paper>[\d.]+) \| (?P<here>[\d.]+) \| `(?P<recipe>[\w.]+\.cfg)` "
+                          r"\| (?P<epochs>[\d,+ ]+) \| \[files\]\((?P<folder>docs/results/[\w.-]+)/\) \|$", re.M)
+_RESULTS_ROWS = [row.groupdict() for row in _RESULTS_ROW.finditer((ROOT / "README.md").read_text())]
+# Flags that say where a run's files are and how its steps were executed, not what it computes; and the
+# likelihood's scale, which the Bernoulli likelihood of every Table 1 row does not have (the first runs wrote 1.0).
+_NOT_THE_RECIPE = {"model_dir", "model_name", "init_from", "export_dir", "jit_compile", "steps_per_execution",
+                   "likelihood_scale"}
+
+
+def test_readme_results_table_has_every_table_1_row():
+    assert [row["row"] for row in _RESULTS_ROWS] == [
+        f"{depth}, {model}" for depth in ("one layer", "two layers") for model in ("VAE k=1", "IWAE k=5", "IWAE k=50")]
+
+
+@pytest.mark.parametrize("row", _RESULTS_ROWS, ids=[row["row"] for row in _RESULTS_ROWS])
+def test_readme_results_table_matches_its_runs(parse_flags, row):
+    """A row's NLL is its run's eval.json (k = 5000, all 10,000 test images), the run has the epochs the row
+    lists last, and its flags.cfg sets what the row's recipe sets (flags removed since it ran aside)."""
+    folder = ROOT / row["folder"]
+    with open(folder / "eval.json") as f:
+        result = json.load(f)
+    assert (result["split"], result["num_examples"], result["iw_samples"]) == ("test", 10000, 5000)
+    assert f"{result['test_nll']:.2f}" == row["here"]
+    assert len(read_history(folder)) == int(row["epochs"].split("+")[-1].replace(",", ""))
+    parse_flags(f"--flagfile=apps/configs/{row['recipe']}")
+    recipe = set(absl_flags.FLAGS.flags_into_string().splitlines())
+    checked = set()
+    for line in (folder / "flags.cfg").read_text().splitlines():
+        name = line[2:].split("=")[0]
+        if name not in absl_flags.FLAGS and name.startswith("no"):
+            name = name[2:]  # a false boolean
+        if line.startswith("--") and name in absl_flags.FLAGS and name not in _NOT_THE_RECIPE:
+            assert line in recipe, line
+            checked.add(name)
+    assert {"dataset", "binarize", "hidden_units", "latent_dim", "objective", "num_samples", "batch_size",
+            "learning_rate", "lr_schedule", "epochs", "seed"} <= checked
+
+
 # ------------------------------------------------------------------ apps.export
 def test_export_app_writes_the_next_version_with_run_metadata(trained, tmp_path):
     export_dir = tmp_path / "served"
