@@ -375,8 +375,9 @@ def test_shipped_flagfiles_parse(parse_flags, name):
             assert line in parsed, line
 
 
-# README's results table: one row per row of Burda et al.'s Table 1, each naming its recipe and its run's files.
-_RESULTS_ROW = re.compile(r"^\| (?P<row>[^|]+) \| (?P<paper>[\d.]+) \| (?P<here>[\d.]+) \| `(?P<recipe>[\w.]+\.cfg)` "
+# README's results table: one row per row of Burda et al.'s Table 1, each naming its recipe (a flagfile, maybe
+# with flags after it) and its run's files.
+_RESULTS_ROW = re.compile(r"^\| (?P<row>[^|]+) \| (?P<paper>[\d.]+) \| (?P<here>[\d.]+) \| `(?P<recipe>[\w.]+\.cfg(?: --\S+)*)` "
                           r"\| (?P<epochs>[\d,+ ]+) \| \[files\]\((?P<folder>docs/results/[\w.-]+)/\) \|$", re.M)
 _RESULTS_ROWS = [row.groupdict() for row in _RESULTS_ROW.finditer((ROOT / "README.md").read_text())]
 # Flags that say where a run's files are and how its steps were executed, not what it computes; and the
@@ -400,7 +401,8 @@ def test_readme_results_table_matches_its_runs(parse_flags, row):
     assert (result["split"], result["num_examples"], result["iw_samples"]) == ("test", 10000, 5000)
     assert f"{result['test_nll']:.2f}" == row["here"]
     assert len(read_history(folder)) == int(row["epochs"].split("+")[-1].replace(",", ""))
-    parse_flags(f"--flagfile=apps/configs/{row['recipe']}")
+    flagfile, *flags = row["recipe"].split()
+    parse_flags(f"--flagfile=apps/configs/{flagfile}", *flags)
     recipe = set(absl_flags.FLAGS.flags_into_string().splitlines())
     checked = set()
     for line in (folder / "flags.cfg").read_text().splitlines():
