@@ -380,10 +380,8 @@ def test_shipped_flagfiles_parse(parse_flags, name):
 _RESULTS_ROW = re.compile(r"^\| (?P<row>[^|]+) \| (?P<paper>[\d.]+) \| (?P<here>[\d.]+) \| `(?P<recipe>[\w.]+\.cfg(?: --\S+)*)` "
                           r"\| (?P<epochs>[\d,+ ]+) \| \[files\]\((?P<folder>docs/results/[\w.-]+)/\) \|$", re.M)
 _RESULTS_ROWS = [row.groupdict() for row in _RESULTS_ROW.finditer((ROOT / "README.md").read_text())]
-# Flags that say where a run's files are and how its steps were executed, not what it computes; and the
-# likelihood's scale, which the Bernoulli likelihood of every Table 1 row does not have (the first runs wrote 1.0).
-_NOT_THE_RECIPE = {"model_dir", "model_name", "init_from", "export_dir", "jit_compile", "steps_per_execution",
-                   "likelihood_scale"}
+# Flags that say where a run's files are and how its steps were executed, not what it computes.
+_NOT_THE_RECIPE = {"model_dir", "model_name", "init_from", "export_dir", "jit_compile", "steps_per_execution"}
 
 
 def test_readme_results_table_has_every_table_1_row():
