@@ -1,7 +1,7 @@
 """Where the k = 5000 evaluation's time goes: the parts of one chunk, each timed alone.
 
-    python -m benchmarks.eval_breakdown                      # chunks of 250 samples x 100 images
-    python -m benchmarks.eval_breakdown --chunk_size=50 --repeats=20
+    python -m benchmarks.eval_breakdown                      # chunks of 50 samples x 100 images
+    python -m benchmarks.eval_breakdown --chunk_size=250
 
 `evaluation.report` (benchmarks.run's `eval_is_k5000`) spends nearly all its time in the
 chunks of `bounds.importance_sampled`: for `--chunk_size` samples of z for each of
@@ -36,7 +36,7 @@ from benchmarks.machine import device_name, matmul_peak, timed  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 250, "z samples per chunk (evaluation.report's default).",
+_CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 50, "z samples per chunk (evaluation.report's default).",
                                    lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Test images per chunk (evaluation.report's default).",
                                    lower_bound=1, upper_bound=10000)

@@ -1,6 +1,6 @@
 """How long each likelihood's `log_prob` takes over many events, summed over each event.
 
-    python -m benchmarks.likelihoods                             # 250 x 100 events, as one k = 5000 chunk
+    python -m benchmarks.likelihoods                             # 250 x 100 events
     python -m benchmarks.likelihoods --samples=50 --repeats=20
 
 For each likelihood layer of `keras_vae.likelihoods` and event shape (784 values, and
@@ -19,7 +19,7 @@ from absl import app, flags  # noqa: E402
 
 from benchmarks.machine import device_name, timed  # noqa: E402
 
-_SAMPLES = flags.DEFINE_integer("samples", 250, "Samples of z per image (a k = 5000 chunk's).", lower_bound=1)
+_SAMPLES = flags.DEFINE_integer("samples", 250, "Samples of z per image.", lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Images.", lower_bound=1)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Calls per measurement; the best is reported.", lower_bound=1)
 EVENTS = ((784,), (28, 28, 1))

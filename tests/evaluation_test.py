@@ -2,8 +2,11 @@
 units, collapsed dims) and `report` on a linear-Gaussian VAE whose log p(x) and posterior are exact: its NLL,
 the importance-weight diagnostics and warnings, labels, and whether the NLL is a log-likelihood."""
 
+import inspect
 import json
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -324,6 +327,19 @@ def test_report_says_whether_the_nll_is_a_log_likelihood(digits, linear):
 
 
 # ---------------------------------------------------------------- apps.evaluate, as a subprocess
+def test_evaluate_app_defaults_are_the_reports():
+    """apps.evaluate's sampling flags default to `evaluation.report`'s own arguments: the app and the
+    library evaluate alike by default (the chunk size sets the speed, not the numbers)."""
+    from apps_test import ROOT
+
+    names = ("iw_samples", "bound_samples", "batch_size", "chunk_size")
+    code = ("import json; from absl import flags; import apps.evaluate; "
+            f"print(json.dumps({{n: flags.FLAGS[n].default for n in {names}}}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    parameters = inspect.signature(evaluation.report).parameters
+    assert json.loads(done.stdout.splitlines()[-1]) == {name: parameters[name].default for name in names}
+
+
 def test_evaluate_app_reports_diagnostics_labels_and_caveat(tmp_path, digits):
     """A conditional model saved in a run folder (no flags.cfg: the digits defaults), evaluated on grey levels."""
     from apps_test import assert_ok, message_lines, run_app
