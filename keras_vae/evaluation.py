@@ -148,18 +148,19 @@ def log_likelihood_caveat(likelihood, x):
     return caveat is None, caveat
 
 
-def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_size=50, seed=0, verbose=1,
-           labels=None):
+def report(model, x, iw_samples=5000, bound_samples=50, batch_size=100, chunk_size=bounds.NOISE_BLOCK, seed=0,
+           verbose=1, labels=None):
     """Means over x of the ELBO, L_k (k = `bound_samples`) and the IS estimate of log p(x) (k = `iw_samples`),
     with diagnostics of that estimate.
 
     Not XLA-compiled as a whole: on CPUs it ran no faster compiled (TensorFlow's oneDNN
     matmuls, which dominate here, against XLA's); the likelihood's log_prob alone is
     (`jit_log_prob`), which fuses its elementwise work (benchmarks/run.py, eval_is_k5000,
-    docs/RESULTS.md). Importance samples are drawn `chunk_size` per example at a time: 50
-    by default (one noise block, `bounds.NOISE_BLOCK`): a CPU's matmuls write its decoder
-    output, 50 x `batch_size` x D values (15.7 MB for MNIST at batch 100), faster per value
-    than five times as many (docs/RESULTS.md); on a GPU, larger chunks may run faster.
+    docs/RESULTS.md). Importance samples are drawn `chunk_size` per example at a time: by
+    default one noise block (`bounds.NOISE_BLOCK`, 50 samples), as a CPU's matmuls write
+    its decoder output, 50 x `batch_size` x D values (15.7 MB for MNIST at batch 100),
+    faster per value than five times as many (docs/RESULTS.md); on a GPU, larger chunks
+    may run faster.
 
     A conditional model needs `labels` (integers in [0, num_classes), one per example):
     every number is then conditional on them, the NLL -log p(x|y).

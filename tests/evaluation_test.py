@@ -327,13 +327,17 @@ def test_report_says_whether_the_nll_is_a_log_likelihood(digits, linear):
 
 
 # ---------------------------------------------------------------- apps.evaluate, as a subprocess
-def test_evaluate_app_defaults_are_the_reports():
+@pytest.mark.parametrize("module, names", [
+    ("apps.evaluate", ("iw_samples", "bound_samples", "batch_size", "chunk_size")),
+    ("benchmarks.eval_breakdown", ("batch_size", "chunk_size")),
+])
+def test_app_and_benchmark_defaults_are_the_reports(module, names):
     """apps.evaluate's sampling flags default to `evaluation.report`'s own arguments: the app and the
-    library evaluate alike by default (the chunk size sets the speed, not the numbers)."""
+    library evaluate alike by default (the chunk size sets the speed, not the numbers); and
+    benchmarks.eval_breakdown times the chunks the report draws, as its flags' help says."""
     from apps_test import ROOT
 
-    names = ("iw_samples", "bound_samples", "batch_size", "chunk_size")
-    code = ("import json; from absl import flags; import apps.evaluate; "
+    code = (f"import json; from absl import flags; import {module}; "
             f"print(json.dumps({{n: flags.FLAGS[n].default for n in {names}}}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     parameters = inspect.signature(evaluation.report).parameters
